@@ -1,0 +1,167 @@
+"""Builds mailmux from its configuration and runs the API server and the Retrier."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from mailmux.backoff import Backoff
+from mailmux.config import Config
+from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
+from mailmux.health import Health, HealthSettings
+from mailmux.idempotency import IdempotencyGuard
+from mailmux.ingress.api import ApiContext, build_api_app
+from mailmux.message import MessageLimits
+from mailmux.retry import Retrier, RetrierSettings
+from mailmux.routing import Route
+from mailmux.spool import open_store
+from mailmux.status import build_status
+from mailmux.vendors.base import Vendor
+from mailmux.vendors.registry import build_vendor
+from mailmux.vendors.sandbox import SandboxVendor
+
+log = logging.getLogger("mailmux")
+
+
+def routes_from_config(config: Config) -> tuple[Route, ...]:
+    return tuple(
+        Route(vendor=name, weight=float(v.weight), fallback=v.fallback)
+        for name, v in config.vendors.items()
+    )
+
+
+class App:
+    """One mailmux node: store, vendors, health, Deliverer, Retrier and the HTTP API."""
+
+    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.rng = rng or random.Random()
+        self.store = open_store(config.store)
+        self.vendors: dict[str, Vendor] = {
+            name: build_vendor(name, vc) for name, vc in config.vendors.items()
+        }
+        h = config.health
+        self.health = Health(
+            self.vendors,
+            HealthSettings(
+                consecutive_failures=h.consecutive_failures,
+                window_seconds=h.window_seconds,
+                min_requests=h.min_requests,
+                failure_rate=h.failure_rate,
+                latency_p90_seconds=h.latency_p90_seconds,
+                base_ejection_seconds=h.base_ejection_seconds,
+                max_ejection_seconds=h.max_ejection_seconds,
+            ),
+        )
+        self.routes = routes_from_config(config)
+        r = config.retry
+        self.deliverer = Deliverer(
+            vendors=self.vendors,
+            routes=self.routes,
+            health=self.health,
+            store=self.store,
+            policy=DeliveryPolicy(
+                attempt_timeout=config.delivery.attempt_timeout,
+                max_age=r.max_age,
+                ambiguous={k: AmbiguousPolicy(v) for k, v in config.delivery.ambiguous.items()},
+            ),
+            backoff=Backoff(base_delay=r.base_delay, max_delay=r.max_delay),
+            rng=self.rng,
+        )
+        self.retrier = Retrier(
+            self.deliverer,
+            self.store,
+            RetrierSettings(
+                poll_interval=r.poll_interval,
+                lease_seconds=r.lease_seconds,
+                batch_size=r.batch_size,
+                concurrency=r.concurrency,
+            ),
+            owner=config.node_id,
+        )
+        self._runner: web.AppRunner | None = None
+        self._retrier_task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def status(self) -> dict[str, Any]:
+        kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
+        counts = await self.store.count_by_state()
+        return build_status(self.routes, kinds, self.health, counts)
+
+    def _api(self) -> web.Application:
+        lim = self.config.limits
+        ctx = ApiContext(
+            deliverer=self.deliverer,
+            guard=IdempotencyGuard(self.store, retention=self.config.idempotency.retention_seconds),
+            store=self.store,
+            limits=MessageLimits(
+                max_message_bytes=lim.max_message_bytes,
+                max_attachment_bytes=lim.max_attachment_bytes,
+                max_recipients=lim.max_recipients,
+            ),
+            api_keys=frozenset(self.config.api_keys),
+            status=self.status,
+            sandboxes={n: v for n, v in self.vendors.items() if isinstance(v, SandboxVendor)},
+            clock=time.time,
+        )
+        return build_api_app(ctx, lim.max_request_bytes)
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
+        self._runner = web.AppRunner(self._api(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.config.listen_host, self.config.listen_port, backlog=1024
+        )
+        await site.start()
+        server = site._server  # the bound port, when the config asked for port 0
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+
+    async def stop(self) -> None:
+        """Stop taking requests, let in-flight ones finish, then flush the store."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._retrier_task is not None:
+            self._retrier_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier_task
+        for vendor in self.vendors.values():
+            await vendor.close()
+        await self.store.close()
+
+
+async def serve(app: App) -> None:
+    """Run one node until SIGINT or SIGTERM."""
+    config = app.config
+    await app.start()
+    names = ", ".join(
+        f"{r.vendor} ({app.vendors[r.vendor].kind}, weight {r.weight:g})" for r in app.routes
+    )
+    log.info(
+        "mailmux listening on http://%s:%s; store %s; vendors: %s",
+        config.listen_host,
+        app.port,
+        config.store,
+        names,
+    )
+    if not config.api_keys:
+        log.warning(
+            "no API keys configured: the API is open to anyone who can reach %s (loopback only)",
+            config.listen_host,
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests")
+    await app.stop()

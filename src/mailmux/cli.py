@@ -1,0 +1,266 @@
+"""The `mailmux` command: serve, send, status, emulate, config check.
+
+Errors are one line on stderr. Exit codes: 0 success (for `send`: sent or
+queued), 1 the operation failed (message failed or expired, server
+unreachable, invalid config), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from mailmux.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure to report in one line."""
+
+
+def _default_url() -> str:
+    url = os.environ.get("MAILMUX_URL")
+    if url:
+        return url.rstrip("/")
+    try:
+        config = load_config(None)
+    except ConfigError:
+        return "http://127.0.0.1:8025"
+    host = config.listen_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{config.listen_port}"
+
+
+def _request(
+    url: str,
+    api_key: str | None,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    data = None if body is None else orjson.dumps(body)
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if api_key:
+        req.add_header("Authorization", f"Bearer {api_key}")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            return err.code, orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise CliError(f"{url}: HTTP {err.code}") from err
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise CliError(f"cannot reach mailmux at {url}: {reason}") from err
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed: a faster event loop for the hot path."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailmux.app import App, serve
+
+    config = load_config(args.config)
+    if not config.api_keys and not config.is_loopback:
+        raise CliError(
+            f"listen: {config.listen_host} is not a loopback address and no api_keys are "
+            "configured; add api_keys or listen on 127.0.0.1"
+        )
+    try:
+        app = App(config)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(app))
+    except (OSError, sqlite3.Error) as err:  # port taken, unwritable spool file, ...
+        raise CliError(f"cannot start: {err}") from err
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"from": args.sender, "to": args.to, "subject": args.subject}
+    for field, value in (("cc", args.cc), ("bcc", args.bcc)):
+        if value:
+            body[field] = value
+    if args.text is not None:
+        body["text"] = args.text
+    if args.html is not None:
+        body["html"] = args.html
+    if args.traffic_class:
+        body["class"] = args.traffic_class
+    if args.deadline is not None:
+        body["deadline"] = args.deadline
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    _, reply = _request(f"{args.url}/v1/messages", args.api_key, "POST", body, headers)
+    if "error" in reply and "id" not in reply:
+        raise CliError(f"{reply['error']['code']}: {reply['error']['message']}")
+    state = reply["state"]
+    if state == "sent":
+        print(
+            f"sent via {reply['vendor']} (vendor message id {reply['vendor_message_id']}); "
+            f"id {reply['id']}"
+        )
+    elif state == "queued":
+        print(f"queued in the spool (no vendor accepted it yet); id {reply['id']}")
+    else:
+        print(f"{state}: {reply.get('reason', '')}; id {reply['id']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, report = _request(f"{args.url}/v1/health", args.api_key)
+    if status != 200:
+        raise CliError(f"{report['error']['code']}: {report['error']['message']}")
+    rows = [("VENDOR", "KIND", "WEIGHT", "STATE", "REQS", "SUCCESS", "P50", "P90", "LAST ERROR")]
+    for v in report["vendors"]:
+        rate = v["success_rate"]
+        rows.append(
+            (
+                v["name"],
+                v["kind"],
+                _fmt(v["weight"]) + (" (drained)" if v["drained"] else ""),
+                v["state"],
+                str(v["requests"]),
+                "-" if rate is None else f"{rate * 100:.1f}%",
+                _fmt(v["latency_p50_ms"], "ms"),
+                _fmt(v["latency_p90_ms"], "ms"),
+                v["last_reason"] or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"status: {report['status']}")
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    spool = report["spool"]
+    print("messages: " + ", ".join(f"{k} {n}" for k, n in spool.items()))
+    return EXIT_OK
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from mailmux.emulator import SHAPES, run_emulator
+
+    if args.shape not in SHAPES:
+        raise CliError(f"--shape: unknown shape {args.shape!r}; known: {', '.join(sorted(SHAPES))}")
+    run_emulator(args.shape, args.host, args.port, args.control_port)
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config: Config = load_config(args.path)
+    names = ", ".join(f"{n} ({v.kind}, weight {v.weight:g})" for n, v in config.vendors.items())
+    print(
+        f"ok: listen {config.listen_host}:{config.listen_port}; store {config.store}; "
+        f"vendors: {names}"
+    )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailmux", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run mailmux (embedded default without a config file)")
+    serve.add_argument("-c", "--config", help="YAML file (default: ./mailmux.yaml if present)")
+    serve.add_argument("--log-level", default=os.environ.get("MAILMUX_LOG_LEVEL", "INFO"))
+    serve.set_defaults(func=cmd_serve)
+
+    def client(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default=None, help="mailmux base URL (env MAILMUX_URL)")
+        p.add_argument(
+            "--api-key",
+            default=os.environ.get("MAILMUX_API_KEY"),
+            help="bearer key (env MAILMUX_API_KEY)",
+        )
+
+    send = sub.add_parser("send", help="send one message and print where it went")
+    client(send)
+    send.add_argument("--from", dest="sender", required=True)
+    send.add_argument("--to", action="append", required=True)
+    send.add_argument("--cc", action="append")
+    send.add_argument("--bcc", action="append")
+    send.add_argument("--subject", default="")
+    send.add_argument("--text")
+    send.add_argument("--html")
+    send.add_argument("--class", dest="traffic_class")
+    send.add_argument("--deadline", type=float, help="seconds from now")
+    send.add_argument("--idempotency-key")
+    send.set_defaults(func=cmd_send)
+
+    status = sub.add_parser("status", help="vendors with weight, health, success rate, latency")
+    client(status)
+    status.set_defaults(func=cmd_status)
+
+    emulate = sub.add_parser("emulate", help="run a local ESP emulator with fault injection")
+    emulate.add_argument("--shape", required=True)
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, required=True)
+    emulate.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="extra port for /_emulator/* that stays up while 'down'",
+    )
+    emulate.set_defaults(func=cmd_emulate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file and print a summary")
+    check.add_argument("path", nargs="?", default=None)
+    check.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "url", "unset") is None:
+        args.url = _default_url()
+    logging.basicConfig(
+        level=getattr(args, "log_level", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as err:
+        print(f"mailmux: invalid configuration:\n{err}", file=sys.stderr)
+        return EXIT_FAILED
+    except CliError as err:
+        print(f"mailmux: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""mailmux's configuration: what the settings are, and loading them.
+
+The settings are frozen pydantic models; unknown keys are errors, because a
+typo that passes silently is a setting that is silently ignored. A rule that
+compares two values is checked once both values are valid. `load_config`
+takes a file through four steps, and each step collects every problem it
+finds before giving up, so an operator fixes a broken file in one pass:
+
+1. parse the YAML (syntax errors and duplicate keys name file:line:column);
+2. apply ``MAILMUX_A__B=value`` overrides, one value each: failing over must
+   stay a change of one environment variable, as it was at Cloudflare;
+3. replace ``${NAME}`` and ``${NAME:-default}`` in the file's strings, so
+   secrets stay out of the file;
+4. validate into the models.
+
+Steps 1-3 and the wording of every problem live in `mailmux.config_sources`,
+which knows nothing of the settings themselves; this module is the one place
+that says what a valid configuration is.
+
+Every problem becomes one line that starts with the path of the value.
+`ConfigError` deliberately sits outside the delivery error tree: a bad
+config stops mailmux before it accepts mail; it is never an attempt's outcome.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailmux.config_sources import (
+    Location,
+    Violations,
+    apply_overrides,
+    error_lines,
+    parse_yaml,
+    read_file,
+    show_value,
+    substitute,
+)
+
+CONFIG_FILE = "mailmux.yaml"  # looked for in the working directory when no path is given
+
+# What runs when there is no file: a new user can send mail and watch it split.
+DEFAULT_YAML = """\
+listen: 127.0.0.1:8025
+store: sqlite:///mailmux.db
+vendors:
+  sandbox_a: {kind: sandbox, weight: 50}
+  sandbox_b: {kind: sandbox, weight: 50}
+"""
+_DEFAULT_SOURCE = "<embedded default>"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `errors` holds one readable line per problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class VendorKind:
+    """What one kind of vendor demands of its configuration.
+
+    Supporting a new ESP adds one entry to VENDOR_KINDS (and a field to
+    VendorConfig only for a setting that no other kind has).
+    """
+
+    needs_api_key: bool
+    default_base_url: str | None = None  # None: the kind makes no HTTP calls, base_url is refused
+
+
+VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
+    {
+        "sandbox": VendorKind(needs_api_key=False),
+        "sendgrid": VendorKind(needs_api_key=True, default_base_url="https://api.sendgrid.com"),
+    }
+)
+
+AmbiguousPolicyName = Literal["resend", "assume_sent"]
+
+
+def _one_of(choices: Iterable[str]) -> BeforeValidator:
+    allowed = tuple(choices)
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (got {show_value(value)})")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _whole_number(value: object) -> object:
+    """YAML reads `yes`/`on` as true, which pydantic would take as the number 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number (got {show_value(value)})")
+    return value
+
+
+def _finite_number(value: object) -> object:
+    """Refuse NaN and infinity up front: NaN fails every bound with a misleading message."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number (got {show_value(value)})")
+    try:
+        number = float(value) if isinstance(value, str | int | float) else None
+    except (ValueError, OverflowError):
+        return value  # pydantic says what is wrong with it
+    if number is not None and not math.isfinite(number):
+        raise ValueError(f"must be a finite number (got {show_value(value)})")
+    return value
+
+
+def _null_words(value: object) -> object:
+    """Let an environment override switch an optional value off."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null", "none", "off"):
+        return None
+    return value
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b|b)?", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def _parse_size(value: object) -> object:
+    """Byte counts: a whole number, or one with a unit (KB/MB/GB = 1000ⁿ, KiB/MiB/GiB = 1024ⁿ)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size in bytes (got {show_value(value)})")
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"must be a size in bytes such as 26214400, 25MiB or 512KB (got {value!r})"
+        )
+    number, unit = match.groups()
+    return int(number) * _SIZE_UNITS[(unit or "b").lower()]
+
+
+def _name_rule(pattern: str, what: str) -> Callable[[str], str]:
+    compiled = re.compile(pattern)
+
+    def check(name: str) -> str:
+        if compiled.fullmatch(name) is None:
+            raise ValueError(f"{what} must match {pattern} (got {name!r})")
+        return name
+
+    return check
+
+
+def _http_url(value: str) -> str:
+    """Adapters append their paths, so the trailing slash is dropped."""
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+    return value.rstrip("/")
+
+
+_Finite = BeforeValidator(_finite_number)
+Seconds = Annotated[float, _Finite, Field(gt=0)]
+Count = Annotated[int, BeforeValidator(_whole_number), Field(ge=1)]
+ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
+Text = Annotated[str, Field(min_length=1)]
+VendorName = Annotated[str, AfterValidator(_name_rule(r"[a-z0-9_]+", "vendor names"))]
+ClassName = Annotated[str, AfterValidator(_name_rule(r"[a-z0-9_-]+", "traffic class names"))]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Section):
+    """Sizes refused at ingress, before any vendor is bothered."""
+
+    max_message_bytes: ByteSize = 25 * 2**20
+    max_attachment_bytes: ByteSize = 25 * 2**20
+    max_recipients: Count = 1000
+    max_request_bytes: ByteSize = 36_000_000  # base64 makes a message ~4/3 larger in JSON
+
+    @model_validator(mode="after")
+    def _request_holds_a_message(self) -> Limits:
+        if self.max_request_bytes < self.max_message_bytes:
+            raise Violations(
+                (
+                    "max_request_bytes",
+                    f"must be ≥ max_message_bytes ({self.max_message_bytes}), or the "
+                    f"largest allowed message cannot arrive (got {self.max_request_bytes})",
+                )
+            )
+        return self
+
+
+def _with_default_policy(
+    policies: Mapping[str, AmbiguousPolicyName],
+) -> Mapping[str, AmbiguousPolicyName]:
+    """Every traffic class needs an answer, so "default" is always present."""
+    return {"default": "resend", **policies}
+
+
+class DeliverySettings(_Section):
+    attempt_timeout: Seconds = 10.0  # one attempt against one vendor
+    # traffic class (or "default") → what an ambiguous outcome means for it
+    ambiguous: Annotated[
+        Mapping[ClassName, Annotated[AmbiguousPolicyName, _one_of(get_args(AmbiguousPolicyName))]],
+        AfterValidator(_with_default_policy),
+    ] = Field(default_factory=lambda: _with_default_policy({}))
+
+
+class HealthConfig(_Section):
+    """Outlier detection per vendor, in Envoy's terms."""
+
+    consecutive_failures: Count = 5
+    window_seconds: Seconds = 30.0
+    min_requests: Count = 20
+    failure_rate: Annotated[float, _Finite, Field(gt=0, le=1)] = 0.5
+    latency_p90_seconds: Annotated[Seconds | None, BeforeValidator(_null_words)] = 2.0
+    base_ejection_seconds: Seconds = 30.0
+    max_ejection_seconds: Seconds = 300.0
+
+    @model_validator(mode="after")
+    def _ejection_bounds(self) -> HealthConfig:
+        if self.max_ejection_seconds < self.base_ejection_seconds:
+            raise Violations(
+                (
+                    "max_ejection_seconds",
+                    f"must be ≥ base_ejection_seconds ({show_value(self.base_ejection_seconds)}) "
+                    f"(got {show_value(self.max_ejection_seconds)})",
+                )
+            )
+        return self
+
+
+class RetrySettings(_Section):
+    base_delay: Seconds = 1.0  # back-off: full jitter over min(max_delay, base_delay * 2**n)
+    max_delay: Seconds = 300.0
+    max_age: Seconds = 72 * 3600.0  # a queued message without a deadline expires after this
+    poll_interval: Seconds = 1.0
+    lease_seconds: Seconds = 60.0
+    batch_size: Count = 100
+    concurrency: Count = 50
+
+
+class IdempotencySettings(_Section):
+    retention_seconds: Seconds = 86400.0
+
+
+class VendorConfig(_Section):
+    """One ESP account. Rules that depend on `kind` come from VENDOR_KINDS."""
+
+    kind: Annotated[str, _one_of(VENDOR_KINDS)]
+    weight: Annotated[float, _Finite, Field(ge=0)]
+    fallback: bool = True  # false: a weight-0 vendor is never used, not even when others fail
+    api_key: Text | None = Field(default=None, repr=False)
+    base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    pool_size: Count = 100
+    connect_timeout: Seconds = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            rule = VENDOR_KINDS.get(data["kind"])
+            if rule is not None and rule.default_base_url and data.get("base_url") is None:
+                return {**data, "base_url": rule.default_base_url}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> VendorConfig:
+        rule = VENDOR_KINDS[self.kind]
+        broken: list[tuple[str, str]] = []
+        if rule.needs_api_key and self.api_key is None:
+            broken.append(("api_key", f"required for kind {self.kind}"))
+        if not rule.needs_api_key and self.api_key is not None:
+            broken.append(("api_key", f"not allowed for kind {self.kind}"))
+        if rule.default_base_url is None and self.base_url is not None:
+            broken.append(("base_url", f"not allowed for kind {self.kind}"))
+        if broken:
+            raise Violations(*broken)
+        return self
+
+
+def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorConfig]:
+    if not vendors:
+        raise ValueError("at least one vendor is required")
+    if not any(vendor.weight > 0 for vendor in vendors.values()):
+        raise ValueError(
+            "at least one vendor needs weight > 0, otherwise no vendor would ever be tried first"
+        )
+    return vendors
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    """'host:port' or '[v6 address]:port' → (host without brackets, port)."""
+    usage = f"must be host:port, e.g. 127.0.0.1:8025 or [::1]:8025 (got {value!r})"
+    if value.startswith("["):
+        host, separator, port = value[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(usage) from None
+    else:
+        host, separator, port = value.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"an IPv6 address needs brackets, e.g. [::1]:8025 (got {value!r})")
+    if not separator or not host or re.fullmatch(r"[0-9]{1,5}", port) is None:
+        raise ValueError(usage)
+    if int(port) > 65535:
+        raise ValueError(f"port must be 0-65535 (got {value!r})")
+    return host, int(port)
+
+
+_SQLITE = "sqlite:///"
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+class Config(_Section):
+    """The whole validated configuration of one mailmux node."""
+
+    listen: str = "127.0.0.1:8025"  # native API, admin API, metrics, dashboard
+    store: str = Field(default="sqlite:///mailmux.db", repr=False)  # may hold a password
+    node_id: Text = Field(default_factory=socket.gethostname)  # names this node's leases
+    api_keys: tuple[Text, ...] = Field(default=(), repr=False)
+    limits: Limits = Field(default_factory=Limits)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _valid_listen(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError(f"must be host:port, e.g. 127.0.0.1:8025 (got {show_value(value)})")
+        _split_listen(value)
+        return value
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _valid_store(cls, value: str) -> str:
+        if value.startswith(_SQLITE):
+            if value == _SQLITE:
+                raise ValueError("needs a file path, e.g. sqlite:///mailmux.db")
+        elif not value.startswith(_POSTGRES):
+            scheme = value.partition("://")[0] if "://" in value else value[:12]
+            raise ValueError(f"must be sqlite:///path or postgresql://... (got {scheme!r}...)")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        """An override arrives as one string: MAILMUX_API_KEYS=token1,token2."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",")]
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_attempt(self) -> Config:
+        if self.retry.lease_seconds <= self.delivery.attempt_timeout:
+            raise Violations(
+                (
+                    "retry.lease_seconds",
+                    f"must be > delivery.attempt_timeout "
+                    f"({show_value(self.delivery.attempt_timeout)}), or a lease can run out "
+                    f"during an attempt (got {show_value(self.retry.lease_seconds)})",
+                )
+            )
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        """The address to bind, IPv6 without brackets."""
+        return _split_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this machine can reach the listener."""
+        host = self.listen_host
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file (relative paths are relative to the working directory)."""
+        if not self.store.startswith(_SQLITE):
+            return None
+        return Path(self.store.removeprefix(_SQLITE))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> Config:
+    """Read, override, substitute and validate; raise ConfigError listing every problem.
+
+    With `path` None, ./mailmux.yaml is used if it exists, else the embedded
+    default (MAILMUX_ overrides still apply). An explicit path must exist.
+    """
+    if path is None:
+        if not Path(CONFIG_FILE).exists():
+            return _build(DEFAULT_YAML, _DEFAULT_SOURCE, env)
+        path = CONFIG_FILE
+    errors: list[str] = []
+    text = read_file(Path(path), errors)
+    if text is None:
+        raise ConfigError(errors)
+    return _build(text, os.fspath(path), env)
+
+
+def default_config() -> Config:
+    """The embedded default, untouched by the environment."""
+    return _build(DEFAULT_YAML, _DEFAULT_SOURCE, {})
+
+
+def _build(text: str, source: str, env: Mapping[str, str]) -> Config:
+    errors: list[str] = []
+    raw = parse_yaml(text, source, errors)
+    if raw is None:
+        raise ConfigError(errors)
+    origins = apply_overrides(raw, env, errors)
+    unresolved: set[Location] = set()
+    expanded = substitute(raw, (), env, errors, unresolved)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as err:
+        errors += error_lines(err, origins, unresolved, Config)
+        raise ConfigError(errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return config

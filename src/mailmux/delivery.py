@@ -1,0 +1,269 @@
+"""The Deliverer: one message, the plan's vendors in order, until one takes it.
+
+It is the only place that turns outcomes into state. It keeps the promise:
+a message is answered "accepted" only once a vendor accepted it or the
+spool holds it durably; everything else is reported to the caller. The same
+loop serves the first attempt (`submit`) and every retry from the spool
+(`redeliver`), so both follow one set of rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from mailmux.backoff import Backoff
+from mailmux.health import Admission, Health
+from mailmux.message import Message, from_payload, to_payload
+from mailmux.receipts import Receipt, new_message_id
+from mailmux.routing import RandomSource, Route, plan
+from mailmux.spool.base import (
+    Event,
+    EventKind,
+    Leased,
+    LeaseLost,
+    MessageRecord,
+    MessageState,
+    Store,
+)
+from mailmux.vendors.base import AttemptResult, Outcome, Vendor
+
+log = logging.getLogger("mailmux.delivery")
+
+
+class AmbiguousPolicy(StrEnum):
+    """What to do when a request reached a vendor but its answer was lost."""
+
+    RESEND = "resend"  # try the next vendor: never loses mail, may duplicate it
+    ASSUME_SENT = "assume_sent"  # count it as sent: never duplicates, may lose it
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    attempt_timeout: float = 10.0
+    max_age: float = 72 * 3600.0  # a queued message without a deadline expires after this
+    ambiguous: Mapping[str, AmbiguousPolicy] = field(default_factory=dict)
+
+    def ambiguous_for(self, traffic_class: str) -> AmbiguousPolicy:
+        policy = self.ambiguous.get(traffic_class) or self.ambiguous.get("default")
+        return policy or AmbiguousPolicy.RESEND
+
+
+@dataclass(slots=True)
+class _Round:
+    """What trying one plan produced."""
+
+    decided: AttemptResult | None = None  # accepted, permanent, or ambiguous taken as sent
+    vendor: str | None = None  # vendor of `decided`, else the last vendor tried
+    attempts: int = 0
+    retry_after: float | None = None
+    deadline_passed: bool = False
+    events: list[Event] = field(default_factory=list)
+
+
+class Deliverer:
+    """Tries vendors for one message and records every step."""
+
+    def __init__(
+        self,
+        *,
+        vendors: Mapping[str, Vendor],
+        routes: Sequence[Route],
+        health: Health,
+        store: Store,
+        policy: DeliveryPolicy,
+        backoff: Backoff,
+        rng: RandomSource | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.vendors = vendors
+        self.routes = tuple(routes)
+        self.health = health
+        self.store = store
+        self.policy = policy
+        self.backoff = backoff
+        self.rng: RandomSource = rng or random.Random()
+        self._wall = wall_clock
+        self._monotonic = monotonic
+
+    async def submit(self, message: Message) -> Receipt:
+        """First delivery: answer with where the message is now (never 'accepted' unsafely)."""
+        message_id = new_message_id()
+        now = self._wall()
+        received = Event(
+            message_id, now, EventKind.RECEIVED, None, {"class": message.traffic_class}
+        )
+        result = await self._try_plan(message_id, message, avoid=None, expiry=message.deadline)
+        events = [received, *result.events]
+        record = MessageRecord(
+            id=message_id,
+            state=MessageState.QUEUED,
+            created_at=now,
+            updated_at=self._wall(),
+            traffic_class=message.traffic_class,
+            deadline=message.deadline,
+            idempotency_key=message.idempotency_key,
+            vendor=result.vendor,
+            attempts=result.attempts,
+        )
+        final = self._conclude(record, result, events)
+        if final is not None:
+            await self.store.insert(final, events, durable=False)
+            return Receipt.from_record(final)
+        record = self._schedule(record, result, events, kind=EventKind.SPOOLED)
+        await self.store.insert(record, events, payload=to_payload(message), durable=True)
+        return Receipt.from_record(record)
+
+    async def redeliver(self, leased: Leased, owner: str) -> MessageState:
+        """One retry of a spooled message this node holds the lease on."""
+        record = leased.record
+        message = from_payload(leased.payload)
+        expiry = record.deadline
+        if expiry is None:
+            expiry = record.created_at + self.policy.max_age
+        if self._wall() >= expiry:
+            result = _Round(deadline_passed=True, vendor=record.vendor)
+        else:
+            result = await self._try_plan(record.id, message, avoid=record.vendor, expiry=expiry)
+        events = list(result.events)
+        record = replace(
+            record,
+            attempts=record.attempts + result.attempts,
+            vendor=result.vendor or record.vendor,
+            updated_at=self._wall(),
+        )
+        final = self._conclude(record, result, events)
+        if final is None:
+            final = self._schedule(record, result, events, kind=EventKind.RETRY_SCHEDULED)
+        try:
+            await self.store.update(final, events, owner=owner)
+        except LeaseLost:
+            log.warning("lease on %s lost while retrying it; another worker has it", record.id)
+            return record.state
+        return final.state
+
+    def _conclude(
+        self, record: MessageRecord, result: _Round, events: list[Event]
+    ) -> MessageRecord | None:
+        """The terminal record this round led to, or None when the message must wait."""
+        now = self._wall()
+        decided = result.decided
+        if decided is not None and decided.outcome is Outcome.PERMANENT:
+            events.append(
+                Event(record.id, now, EventKind.FAILED, result.vendor, {"reason": decided.reason})
+            )
+            return replace(
+                record, state=MessageState.FAILED, reason=decided.reason, next_attempt_at=None
+            )
+        if decided is not None:
+            events.append(
+                Event(
+                    record.id,
+                    now,
+                    EventKind.SENT,
+                    result.vendor,
+                    {"vendor_message_id": decided.vendor_message_id},
+                )
+            )
+            return replace(
+                record,
+                state=MessageState.SENT,
+                vendor=result.vendor,
+                vendor_message_id=decided.vendor_message_id,
+                next_attempt_at=None,
+            )
+        if result.deadline_passed:
+            reason = "deadline passed before any vendor accepted the message"
+            events.append(Event(record.id, now, EventKind.EXPIRED, None, {"reason": reason}))
+            return replace(record, state=MessageState.EXPIRED, reason=reason, next_attempt_at=None)
+        return None
+
+    def _schedule(
+        self, record: MessageRecord, result: _Round, events: list[Event], *, kind: EventKind
+    ) -> MessageRecord:
+        """Queue the message for its next retry, never later than its deadline."""
+        now = self._wall()
+        delay = self.backoff.delay(max(record.attempts, 1), self.rng, result.retry_after)
+        next_at = now + delay
+        if record.deadline is not None:
+            next_at = min(next_at, record.deadline)
+        events.append(Event(record.id, now, kind, None, {"next_attempt_at": next_at}))
+        return replace(record, state=MessageState.QUEUED, next_attempt_at=next_at, reason=None)
+
+    async def _try_plan(
+        self, message_id: str, message: Message, *, avoid: str | None, expiry: float | None
+    ) -> _Round:
+        """Try the planned vendors in order until one decides the message's fate."""
+        result = _Round()
+        chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
+        if chosen.panic:
+            log.warning("every vendor is ejected: routing %s by weight anyway (panic)", message_id)
+        for name in chosen.vendors:
+            now = self._wall()
+            if expiry is not None and now >= expiry:
+                result.deadline_passed = True
+                break
+            admission = Admission.PANIC if chosen.panic else self.health.admit(name)
+            if admission is None:
+                continue
+            timeout = self.policy.attempt_timeout
+            if expiry is not None:
+                timeout = min(timeout, expiry - now)
+            attempt, latency = await self._attempt(name, admission, message, timeout)
+            result.attempts += 1
+            result.vendor = name
+            result.events.append(_attempt_event(message_id, self._wall(), name, attempt, latency))
+            if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
+                result.decided = attempt
+                return result
+            if attempt.outcome is Outcome.AMBIGUOUS and (
+                self.policy.ambiguous_for(message.traffic_class) is AmbiguousPolicy.ASSUME_SENT
+            ):
+                result.decided = attempt
+                return result
+            if attempt.retry_after is not None:
+                result.retry_after = max(result.retry_after or 0.0, attempt.retry_after)
+        if expiry is not None and self._wall() >= expiry:
+            result.deadline_passed = True
+        return result
+
+    async def _attempt(
+        self, name: str, admission: Admission, message: Message, timeout: float
+    ) -> tuple[AttemptResult, float]:
+        vendor = self.vendors[name]
+        started = self._monotonic()
+        try:
+            attempt = await vendor.send(message, timeout)
+        except Exception as err:  # a vendor bug must not lose the message: treat as not sent
+            log.exception("vendor %s raised instead of returning an outcome", name)
+            attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")
+        latency = self._monotonic() - started
+        self.health.record(name, admission, attempt.outcome, latency)
+        for event in self.health.take_events():
+            log.warning("health: %s", event)
+        if attempt.outcome is Outcome.VENDOR_CONFIG:
+            log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
+        return attempt, latency
+
+
+def _attempt_event(
+    message_id: str, at: float, vendor: str, attempt: AttemptResult, latency: float
+) -> Event:
+    detail: dict[str, object] = {
+        "outcome": attempt.outcome.value,
+        "latency_ms": round(latency * 1000, 3),
+    }
+    if attempt.status is not None:
+        detail["status"] = attempt.status
+    if attempt.reason:
+        detail["reason"] = attempt.reason
+    if attempt.retry_after is not None:
+        detail["retry_after"] = attempt.retry_after
+    if attempt.vendor_message_id is not None:
+        detail["vendor_message_id"] = attempt.vendor_message_id
+    return Event(message_id, at, EventKind.ATTEMPT, vendor, detail)

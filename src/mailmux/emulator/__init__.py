@@ -1,0 +1,23 @@
+"""Local ESP emulators: serve an ESP's send API, store what it accepts, inject faults.
+
+`Emulator("sendgrid", port=0)` in tests; `run_emulator(...)` behind
+`mailmux emulate --shape sendgrid --port 9001`. Shapes are listed in `SHAPES`.
+"""
+
+from mailmux.emulator.base import Received, Shape, ShapeFactory
+from mailmux.emulator.faults import FaultError, Faults
+from mailmux.emulator.server import MAX_MESSAGES, Emulator, StoredMessage, run_emulator
+from mailmux.emulator.shapes import SHAPES
+
+__all__ = [
+    "MAX_MESSAGES",
+    "SHAPES",
+    "Emulator",
+    "FaultError",
+    "Faults",
+    "Received",
+    "Shape",
+    "ShapeFactory",
+    "StoredMessage",
+    "run_emulator",
+]

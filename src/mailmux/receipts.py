@@ -1,0 +1,46 @@
+"""The receipt a caller gets back, and message ids."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from mailmux.spool.base import MessageRecord, MessageState
+
+
+def new_message_id() -> str:
+    """A time-ordered id (48-bit ms timestamp + 64 random bits, hex): sorts by arrival."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What `POST /v1/messages` answers: where the message is now."""
+
+    id: str
+    state: MessageState
+    vendor: str | None = None
+    vendor_message_id: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_record(cls, record: MessageRecord) -> Receipt:
+        return cls(
+            id=record.id,
+            state=record.state,
+            vendor=record.vendor if record.state == MessageState.SENT else None,
+            vendor_message_id=record.vendor_message_id,
+            reason=record.reason,
+        )
+
+    def to_json(self) -> dict[str, str | None]:
+        body: dict[str, str | None] = {
+            "id": self.id,
+            "state": self.state.value,
+            "vendor": self.vendor,
+            "vendor_message_id": self.vendor_message_id,
+        }
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body

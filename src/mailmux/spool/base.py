@@ -1,0 +1,143 @@
+"""The Store interface: what the Deliverer and Retrier need from durable storage.
+
+One interface, several stores (SQLite now, PostgreSQL later). Callers only see
+records and events; how a store reaches durability (group commit, one fsync
+for many waiting writers) is its own business. Times are wall-clock epoch
+seconds so that several nodes agree on them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class MessageState(StrEnum):
+    """A message's state as the API reports it; all but `queued` are terminal."""
+
+    QUEUED = "queued"  # in the spool, waiting for a retry
+    SENT = "sent"  # a vendor accepted it
+    FAILED = "failed"  # permanent failure; `reason` says why
+    EXPIRED = "expired"  # its deadline (or the maximum age) passed before a vendor took it
+
+
+TERMINAL_STATES = frozenset({MessageState.SENT, MessageState.FAILED, MessageState.EXPIRED})
+
+
+class EventKind(StrEnum):
+    """Every step a message takes; one event row each."""
+
+    RECEIVED = "received"
+    ATTEMPT = "attempt"  # detail: outcome, status, reason, latency_ms, retry_after
+    SPOOLED = "spooled"  # detail: next_attempt_at
+    RETRY_SCHEDULED = "retry_scheduled"  # detail: next_attempt_at
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    message_id: str
+    at: float
+    kind: EventKind
+    vendor: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """The row for one accepted (or refused) message, without its body."""
+
+    id: str
+    state: MessageState
+    created_at: float
+    updated_at: float
+    traffic_class: str
+    deadline: float | None = None
+    idempotency_key: str | None = None
+    vendor: str | None = None  # the vendor that accepted it (sent) or last tried it
+    vendor_message_id: str | None = None
+    reason: str | None = None  # why it failed or expired
+    attempts: int = 0  # attempts made so far, over all vendors
+    next_attempt_at: float | None = None  # queued only
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """A spooled message this node holds a lease on until `lease_until`."""
+
+    record: MessageRecord
+    payload: bytes
+    lease_until: float
+
+
+class LeaseLost(Exception):
+    """The lease expired and another worker took the message; drop this copy's result."""
+
+
+class Store(ABC):
+    """Durable storage of messages, their events, and the spool."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Create the schema if needed and start background writers."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending write-behind records and release resources."""
+
+    @abstractmethod
+    async def insert(
+        self,
+        record: MessageRecord,
+        events: Sequence[Event],
+        *,
+        payload: bytes | None = None,
+        durable: bool,
+    ) -> None:
+        """Store a new message row and its events.
+
+        durable=True returns only once the row is on disk (used when spooling:
+        the caller answers "accepted" right after). durable=False queues it for
+        the write-behind batch writer and returns at once (used for messages a
+        vendor already accepted); it is readable through `get` immediately.
+        Raises KeyError if `record.idempotency_key` is already taken.
+        """
+
+    @abstractmethod
+    async def lease_due(
+        self, *, now: float, owner: str, lease_seconds: float, limit: int
+    ) -> list[Leased]:
+        """Lease up to `limit` queued messages due by `now` whose lease is free or expired."""
+
+    @abstractmethod
+    async def release_leases(self, owner: str) -> int:
+        """Free every lease `owner` holds (a restarted node reclaims its own at once)."""
+
+    @abstractmethod
+    async def update(self, record: MessageRecord, events: Sequence[Event], *, owner: str) -> None:
+        """Durably write a leased message's new state and release the lease.
+
+        A terminal state drops the stored payload. Raises LeaseLost if `owner`
+        no longer holds the lease.
+        """
+
+    @abstractmethod
+    async def get(self, message_id: str) -> tuple[MessageRecord, list[Event]] | None:
+        """A message's record and its events in order, or None."""
+
+    @abstractmethod
+    async def find_by_idempotency_key(self, key: str, *, since: float) -> MessageRecord | None:
+        """The message stored under `key` no earlier than `since`, or None."""
+
+    @abstractmethod
+    async def count_by_state(self) -> dict[MessageState, int]:
+        """How many messages are in each state (for status and metrics)."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Wait until every write-behind record queued so far is on disk."""

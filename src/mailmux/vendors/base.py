@@ -1,0 +1,228 @@
+"""The vendor interface, the outcome taxonomy, and the one HTTP boundary.
+
+A vendor module holds one ESP's wire contract as pure functions (Message →
+HttpRequest, HttpResponse → AttemptResult). Everything that touches the
+network lives here, once: the pooled aiohttp session, timeouts, and the map
+from foreign exceptions to outcomes (connect failure → nothing was sent;
+timeout or reset after sending → the ESP may have taken it).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import aiohttp
+
+from mailmux.message import Message
+
+
+class Outcome(Enum):
+    """How one attempt ended; each member says what the Deliverer does next."""
+
+    ACCEPTED = "accepted"  # the vendor took the message: done, state `sent`.
+    RETRIABLE = "retriable"  # provider trouble (5xx, connect failure): next vendor; health hit.
+    RATE_LIMITED = "rate_limited"  # vendor throttled or out of quota: next vendor; retry no
+    # sooner than `retry_after`; health hit.
+    PERMANENT = "permanent"  # the message or its recipients are bad: stop, `failed`, tell the
+    # caller; never counts against health.
+    AMBIGUOUS = "ambiguous"  # request sent, answer lost: the class's ambiguous policy decides;
+    # health hit.
+    VENDOR_CONFIG = "vendor_config"  # this vendor cannot send this (auth, unverified sender):
+    # eject the vendor, next vendor; never blames the message.
+
+
+#: Outcomes that say something about the vendor rather than the message.
+COUNTS_AGAINST_HEALTH = frozenset(
+    {Outcome.RETRIABLE, Outcome.RATE_LIMITED, Outcome.AMBIGUOUS, Outcome.VENDOR_CONFIG}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """One attempt's outcome with the evidence an operator needs to act on it."""
+
+    outcome: Outcome
+    vendor_message_id: str | None = None
+    status: int | None = None  # HTTP status or SMTP reply code, when there was one
+    reason: str = ""  # short human text: the ESP's own error message where it gave one
+    retry_after: float | None = None  # seconds, when the ESP said how long to wait
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A fully built request; `url` is absolute."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A response as the pure mappings see it; header names are lower-cased."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class Transport(Protocol):
+    """The one-method seam between vendor mappings and the network."""
+
+    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class TransportError(Exception):
+    """A request that got no HTTP answer, already classified.
+
+    `sent` is False only when the request certainly never reached the ESP
+    (connection refused, DNS, connect timeout); then resending is safe.
+    """
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Connection reuse and timeouts for one vendor's session."""
+
+    pool_size: int = 100
+    connect_timeout: float = 5.0
+
+
+class AiohttpTransport:
+    """One pooled aiohttp session per vendor, created lazily inside the loop."""
+
+    def __init__(self, settings: PoolSettings | None = None) -> None:
+        self._settings = settings or PoolSettings()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._settings.pool_size, limit_per_host=0, enable_cleanup_closed=True
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        session = self._get_session()
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(self._settings.connect_timeout, timeout)
+        )
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=client_timeout,
+            ) as response:
+                body = await response.read()
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return HttpResponse(response.status, headers, body)
+        except aiohttp.ClientConnectorError as err:
+            raise TransportError(f"connect failed: {err.strerror or err}", sent=False) from err
+        except aiohttp.ConnectionTimeoutError as err:
+            raise TransportError("connect timed out", sent=False) from err
+        except TimeoutError as err:
+            raise TransportError(f"no answer within {timeout:.3g}s", sent=True) from err
+        except aiohttp.ServerDisconnectedError as err:
+            raise TransportError("connection closed before an answer", sent=True) from err
+        except aiohttp.ClientError as err:
+            raise TransportError(f"{type(err).__name__}: {err}", sent=True) from err
+        except OSError as err:
+            raise TransportError(f"{type(err).__name__}: {err}", sent=True) from err
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class Vendor(ABC):
+    """An ESP account configured in mailmux."""
+
+    kind: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    async def send(self, message: Message, timeout: float) -> AttemptResult:
+        """Try to hand `message` to the ESP; never raises for delivery trouble."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook: most vendors hold nothing
+        """Release connections."""
+
+
+class UnsupportedFeature(Exception):
+    """Raised by a mapping when the ESP cannot carry part of a message."""
+
+
+class HttpVendor(Vendor):
+    """The fixed pipeline for HTTP ESPs; subclasses supply the two pure mappings."""
+
+    def __init__(self, name: str, transport: Transport) -> None:
+        super().__init__(name)
+        self.transport = transport
+
+    @abstractmethod
+    def build_request(self, message: Message) -> HttpRequest:
+        """Message → the ESP's request. Raises UnsupportedFeature for what it cannot carry."""
+
+    @abstractmethod
+    def parse_response(self, response: HttpResponse) -> AttemptResult:
+        """The ESP's answer → outcome, with the ESP's own error classification."""
+
+    async def send(self, message: Message, timeout: float) -> AttemptResult:
+        try:
+            request = self.build_request(message)
+        except UnsupportedFeature as err:
+            return AttemptResult(Outcome.PERMANENT, reason=f"{self.kind}: {err}")
+        try:
+            response = await self.transport(request, timeout)
+        except TransportError as err:
+            outcome = Outcome.AMBIGUOUS if err.sent else Outcome.RETRIABLE
+            return AttemptResult(outcome, reason=err.reason)
+        return self.parse_response(response)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def excerpt(body: bytes, limit: int = 200) -> str:
+    """A short printable piece of a response body for reasons and logs."""
+    text = body[:limit].decode("utf-8", "replace").strip()
+    return text + ("…" if len(body) > limit else "")

@@ -1,0 +1,91 @@
+"""The Message dataclasses: size and recipient counts, errors, the spool encoding.
+
+RICH, the sample message that the native and MIME tests also use, lives here
+next to the dataclasses it fills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from mailmux.message import (
+    Address,
+    Attachment,
+    FieldError,
+    InvalidMessage,
+    Message,
+    from_payload,
+    message_size,
+    to_payload,
+)
+from mailmux.mime import render_mime
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+PDF = b"%PDF-1.4 fake report"
+
+
+RICH = Message(
+    sender=Address("john@bücher.de", "Jöhn Dœ"),
+    to=(Address("alice@example.com"), Address("bob@example.com", "Bob, B.")),
+    cc=(Address("carol@example.org", 'Doe, "Carol"'),),
+    bcc=(Address("secret@example.net"),),
+    reply_to=(Address("replies@example.com", "Replies"),),
+    subject="Hello wörld",
+    text="Hi there\n",
+    html='<p>Hi <img src="cid:logo@x"></p>\n',
+    headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
+    attachments=(
+        Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
+        Attachment("Bericht Grüße.pdf", PDF, "application/pdf"),
+    ),
+    tags=("welcome", "spring"),
+    metadata={"user_id": "42"},
+    traffic_class="otp",
+    deadline=NOW + 300,  # 01:05 at +01:00 is 00:05 UTC
+    idempotency_key="order-1234",
+)
+
+
+def errors_of(call: Callable[[], object]) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidMessage) as caught:
+        call()
+    return [(e.path, e.code) for e in caught.value.errors]
+
+
+def test_message_size_counts_bodies_headers_and_decoded_attachments() -> None:
+    message = Message(
+        Address("a@example.com"),
+        (Address("b@example.com", "Bé"),),
+        subject="é",
+        text="hello",
+        headers={"X-A": "1"},
+        attachments=(Attachment("f", bytes(1000)),),
+    )
+    addresses = (13 + 4) + (13 + 3 + 4)
+    assert message_size(message) == 2 + 5 + addresses + (3 + 1 + 4) + (1000 + 1)
+    assert message_size(dataclasses.replace(message, raw_mime=b"x" * 7)) == 7
+
+
+# --- the spool encoding -------------------------------------------------------------------
+
+
+def test_payload_round_trip_is_exact() -> None:
+    message = dataclasses.replace(RICH, raw_mime=render_mime(RICH, now=NOW))
+    assert from_payload(to_payload(message)) == message
+    plain = Message(Address("a@example.com"), ())
+    assert from_payload(to_payload(plain)) == plain
+
+
+def test_payload_of_an_unknown_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version"):
+        from_payload(b'{"v": 99}')
+
+
+def test_field_error_string_form() -> None:
+    assert str(FieldError("to[0]", "required", "missing")) == "to[0]: missing"
+    assert str(FieldError("", "too_large", "too big")) == "too big"
