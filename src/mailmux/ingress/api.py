@@ -9,6 +9,7 @@ Deliverer, answer with the receipt. The status code says what happened:
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from mailmux.native import parse_native
 from mailmux.receipts import Receipt
 from mailmux.spool.base import Event, EventKind, MessageState, Store
 from mailmux.vendors.sandbox import SandboxVendor
+
+log = logging.getLogger("mailmux.api")
 
 _STATUS_BY_STATE = {
     MessageState.SENT: 200,
@@ -145,6 +148,14 @@ class Api:
                 409,
                 "idempotency_conflict",
                 "another request with this Idempotency-Key is being processed elsewhere",
+            )
+        except Exception:
+            # No vendor took it and the spool could not store it: say so, never "accepted".
+            log.exception("could not deliver or spool a message")
+            return error_response(
+                503,
+                "unavailable",
+                "the message was not accepted: no vendor took it and it could not be spooled",
             )
         return _receipt_response(receipt, replayed)
 

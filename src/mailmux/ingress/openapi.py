@@ -128,6 +128,7 @@ OPENAPI: dict[str, Any] = {
                     "409": _json(_ERROR, "idempotency key in use"),
                     "413": _json(_ERROR, "request too large"),
                     "422": _json(_ERROR, "failed: a vendor rejected it permanently"),
+                    "503": _json(_ERROR, "not accepted: no vendor took it and spooling failed"),
                     "504": _json(_ERROR, "expired: deadline passed before any vendor took it"),
                 },
             }
