@@ -375,6 +375,20 @@ def test_probe_failing_on_vendor_config_says_so(clock: FakeClock) -> None:
     )
 
 
+def test_unsupported_is_no_evidence_and_hands_the_probe_back(clock: FakeClock) -> None:
+    health = make(clock)
+    fail(health, 4)
+    health.record("a", NORMAL, Outcome.UNSUPPORTED, FAST)
+    assert stats_of(health).consecutive_failures == 4  # neither a success nor a failure
+    assert stats_of(health).requests == 4
+    fail(health, 1)
+    clock.advance(30.0)
+    assert health.admit("a") is PROBE
+    health.record("a", PROBE, Outcome.UNSUPPORTED, FAST)
+    assert health.admit("a") is PROBE  # the slot came back at once
+    assert health.take_events()[-2:] == [ProbeAdmitted("a"), ProbeAdmitted("a")]
+
+
 def test_ejection_time_grows_and_is_capped(clock: FakeClock) -> None:
     health = make(clock, base_ejection_seconds=30.0, max_ejection_seconds=100.0)
     fail(health, 5)

@@ -252,13 +252,13 @@ def test_the_contract_copy_still_cites_its_source() -> None:
         "empty-attachment",
     ],
 )
-async def test_unsupported_features_end_as_permanent_without_a_request(
+async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport()
     result = await vendor(transport).send(message, timeout=5.0)
 
-    assert result.outcome is Outcome.PERMANENT
+    assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith("sendgrid: ")
     assert reason in result.reason
     assert transport.calls == []

@@ -62,6 +62,8 @@ class _Round:
     attempts: int = 0
     retry_after: float | None = None
     deadline_passed: bool = False
+    unsupported: list[str] = field(default_factory=list)  # reasons of vendors that can't carry it
+    carriable: bool = False  # some vendor in the plan was skipped or answered otherwise
     events: list[Event] = field(default_factory=list)
 
 
@@ -177,6 +179,10 @@ class Deliverer:
                 vendor_message_id=decided.vendor_message_id,
                 next_attempt_at=None,
             )
+        if result.unsupported and not result.carriable:
+            reason = "no vendor can carry this message: " + "; ".join(result.unsupported)
+            events.append(Event(record.id, now, EventKind.FAILED, None, {"reason": reason}))
+            return replace(record, state=MessageState.FAILED, reason=reason, next_attempt_at=None)
         if result.deadline_passed:
             reason = "deadline passed before any vendor accepted the message"
             events.append(Event(record.id, now, EventKind.EXPIRED, None, {"reason": reason}))
@@ -203,6 +209,8 @@ class Deliverer:
         chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
             log.warning("every vendor is ejected: routing %s by weight anyway (panic)", message_id)
+        # A vendor left out of the plan (ejected, drained) might carry what the others can't.
+        result.carriable = len(chosen.vendors) < len(self.routes)
         for name in chosen.vendors:
             now = self._wall()
             if expiry is not None and now >= expiry:
@@ -210,6 +218,7 @@ class Deliverer:
                 break
             admission = Admission.PANIC if chosen.panic else self.health.admit(name)
             if admission is None:
+                result.carriable = True  # skipped, not asked: it might carry it later
                 continue
             timeout = self.policy.attempt_timeout
             if expiry is not None:
@@ -218,6 +227,10 @@ class Deliverer:
             result.attempts += 1
             result.vendor = name
             result.events.append(_attempt_event(message_id, self._wall(), name, attempt, latency))
+            if attempt.outcome is Outcome.UNSUPPORTED:
+                result.unsupported.append(attempt.reason)
+                continue
+            result.carriable = True
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
                 result.decided = attempt
                 return result

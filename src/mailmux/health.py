@@ -11,7 +11,7 @@ unverified sender) ejects at once: no amount of retrying fixes it.
 
 Only outcomes in `COUNTS_AGAINST_HEALTH` are failures. A PERMANENT outcome is
 a bad message or recipient, never the vendor's fault, so it counts as a
-success.
+success. An UNSUPPORTED outcome sent nothing and is not evidence at all.
 
 States and transitions (each transition emits an event, see `take_events`):
 
@@ -250,6 +250,12 @@ class Health:
     def record(self, vendor: str, admission: Admission, outcome: Outcome, latency: float) -> None:
         """Feed one attempt's outcome and latency (seconds), with the admission it went under."""
         v = self._vendors[vendor]
+        if outcome is Outcome.UNSUPPORTED:
+            # Nothing was sent, so there is no evidence either way; a probe slot it held is
+            # handed back (the ejection is already over, so the next admit probes again).
+            if admission is Admission.PROBE and v.state is HealthState.PROBING:
+                v.state = HealthState.EJECTED
+            return
         now = self._clock()
         failed = outcome in COUNTS_AGAINST_HEALTH
         slow = self._add_sample(v, now, latency, failed)

@@ -35,6 +35,8 @@ class Outcome(Enum):
     # health hit.
     VENDOR_CONFIG = "vendor_config"  # this vendor cannot send this (auth, unverified sender):
     # eject the vendor, next vendor; never blames the message.
+    UNSUPPORTED = "unsupported"  # this ESP cannot carry a feature of this message; nothing was
+    # sent: next vendor, no health effect; `failed` only if no vendor can carry it.
 
 
 #: Outcomes that say something about the vendor rather than the message.
@@ -193,7 +195,7 @@ class HttpVendor(Vendor):
         try:
             request = self.build_request(message)
         except UnsupportedFeature as err:
-            return AttemptResult(Outcome.PERMANENT, reason=f"{self.kind}: {err}")
+            return AttemptResult(Outcome.UNSUPPORTED, reason=f"{self.kind}: {err}")
         try:
             response = await self.transport(request, timeout)
         except TransportError as err:
