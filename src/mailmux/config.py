@@ -81,22 +81,35 @@ class ConfigError(Exception):
         return "\n".join(self.errors)
 
 
+#: Settings only some kinds take; every other VendorConfig field is common to all kinds.
+KIND_SETTINGS = ("api_key", "base_url")
+
+
 @dataclass(frozen=True, slots=True)
 class VendorKind:
     """What one kind of vendor demands of its configuration.
 
     Supporting a new ESP adds one entry to VENDOR_KINDS (and a field to
-    VendorConfig only for a setting that no other kind has).
+    VendorConfig and KIND_SETTINGS only for a setting no other kind has).
+    Settings outside `required` and `optional` are refused for that kind, so
+    a setting that would be silently ignored is reported instead.
     """
 
-    needs_api_key: bool
-    default_base_url: str | None = None  # None: the kind makes no HTTP calls, base_url is refused
+    required: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+    default_base_url: str | None = None  # filled in when base_url is allowed and not set
+
+
+def _http_kind(url: str, *required: str) -> VendorKind:
+    return VendorKind(
+        required=frozenset(required), optional=frozenset({"base_url"}), default_base_url=url
+    )
 
 
 VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
     {
-        "sandbox": VendorKind(needs_api_key=False),
-        "sendgrid": VendorKind(needs_api_key=True, default_base_url="https://api.sendgrid.com"),
+        "sandbox": VendorKind(),
+        "sendgrid": _http_kind("https://api.sendgrid.com", "api_key"),
     }
 )
 
@@ -281,10 +294,11 @@ class VendorConfig(_Section):
     kind: Annotated[str, _one_of(VENDOR_KINDS)]
     weight: Annotated[float, _Finite, Field(ge=0)]
     fallback: bool = True  # false: a weight-0 vendor is never used, not even when others fail
-    api_key: Text | None = Field(default=None, repr=False)
-    base_url: Annotated[str, AfterValidator(_http_url)] | None = None
     pool_size: Count = 100
     connect_timeout: Seconds = 5.0
+    # Kind-specific settings (see VENDOR_KINDS for which kind takes which).
+    api_key: Text | None = Field(default=None, repr=False)
+    base_url: Annotated[str, AfterValidator(_http_url)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -299,12 +313,12 @@ class VendorConfig(_Section):
     def _kind_rules(self) -> VendorConfig:
         rule = VENDOR_KINDS[self.kind]
         broken: list[tuple[str, str]] = []
-        if rule.needs_api_key and self.api_key is None:
-            broken.append(("api_key", f"required for kind {self.kind}"))
-        if not rule.needs_api_key and self.api_key is not None:
-            broken.append(("api_key", f"not allowed for kind {self.kind}"))
-        if rule.default_base_url is None and self.base_url is not None:
-            broken.append(("base_url", f"not allowed for kind {self.kind}"))
+        for name in KIND_SETTINGS:
+            given = getattr(self, name) is not None
+            if name in rule.required and not given:
+                broken.append((name, f"required for kind {self.kind}"))
+            elif given and name not in rule.required and name not in rule.optional:
+                broken.append((name, f"not allowed for kind {self.kind}"))
         if broken:
             raise Violations(*broken)
         return self
