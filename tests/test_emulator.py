@@ -379,7 +379,7 @@ def test_faults_validate_in_python_too() -> None:
 
 def test_unknown_shape_names_the_known_ones() -> None:
     assert "sendgrid" in SHAPES
-    with pytest.raises(ValueError, match="known: sendgrid"):
+    with pytest.raises(ValueError, match=r"known: .*sendgrid"):
         Emulator("carrier-pigeon")
 
 

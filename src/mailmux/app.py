@@ -43,7 +43,9 @@ class App:
     def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
         self.config = config
         self.rng = rng or random.Random()
-        self.store = open_store(config.store)
+        self.store = open_store(
+            config.store, idempotency_retention=config.idempotency.retention_seconds
+        )
         self.vendors: dict[str, Vendor] = {
             name: build_vendor(name, vc) for name, vc in config.vendors.items()
         }

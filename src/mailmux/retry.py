@@ -9,7 +9,6 @@ failed, expired or scheduled again with back-off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ class RetrierSettings:
 
 
 class Retrier:
-    """Runs until stopped; `wake()` makes it look at the spool at once."""
+    """Runs until cancelled, looking at the spool every `poll_interval`."""
 
     def __init__(
         self,
@@ -46,11 +45,7 @@ class Retrier:
         self._settings = settings
         self._owner = owner
         self._wall = wall_clock
-        self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
-
-    def wake(self) -> None:
-        self._wakeup.set()
 
     async def run_once(self) -> int:
         """Lease one batch of due messages and retry them all; returns how many."""
@@ -65,7 +60,7 @@ class Retrier:
         return len(batch)
 
     async def run(self) -> None:
-        """Forever: drain what is due, then wait for the next poll or a wake-up."""
+        """Forever: drain what is due, then wait for the next poll."""
         released = await self._store.release_leases(self._owner)
         if released:
             log.info("reclaimed %d leases this node held before it restarted", released)
@@ -75,11 +70,8 @@ class Retrier:
             except Exception:
                 log.exception("retry pass failed; trying again after the poll interval")
                 leased = 0
-            if leased >= self._settings.batch_size:
-                continue
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._settings.poll_interval)
+            if leased < self._settings.batch_size:  # a full batch: more may be due at once
+                await asyncio.sleep(self._settings.poll_interval)
 
     async def _retry(self, leased: Leased) -> None:
         async with self._slots:

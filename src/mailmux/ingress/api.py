@@ -24,7 +24,7 @@ from mailmux.ingress.openapi import OPENAPI
 from mailmux.message import InvalidMessage, MessageLimits
 from mailmux.native import parse_native
 from mailmux.receipts import Receipt
-from mailmux.spool.base import Event, EventKind, MessageState, Store
+from mailmux.spool.base import Event, EventKind, IdempotencyConflict, MessageState, Store
 from mailmux.vendors.sandbox import SandboxVendor
 
 log = logging.getLogger("mailmux.api")
@@ -76,7 +76,7 @@ class Api:
     def __init__(self, ctx: ApiContext, max_request_bytes: int) -> None:
         self.ctx = ctx
         self._max_request_bytes = max_request_bytes
-        self._bearers = tuple(f"Bearer {key}".encode() for key in ctx.api_keys)
+        self._keys = tuple(key.encode() for key in ctx.api_keys)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -89,10 +89,13 @@ class Api:
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         """None when the request may pass; keys are compared in constant time."""
-        if not self._bearers:
+        if not self._keys:
             return None
-        given = request.headers.get("Authorization", "").encode()
-        if any(hmac.compare_digest(given, bearer) for bearer in self._bearers):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() == "bearer" and any(
+            hmac.compare_digest(given, key) for key in self._keys
+        ):
             return None
         return error_response(
             401,
@@ -143,7 +146,7 @@ class Api:
                 receipt, replayed = await self.ctx.guard.run(
                     key, lambda: self.ctx.deliverer.submit(message)
                 )
-        except KeyError:
+        except IdempotencyConflict:
             return error_response(
                 409,
                 "idempotency_conflict",

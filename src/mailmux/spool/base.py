@@ -75,6 +75,10 @@ class Leased:
     lease_until: float
 
 
+class IdempotencyConflict(KeyError):
+    """Another message already holds this idempotency key within the retention window."""
+
+
 class LeaseLost(Exception):
     """The lease expired and another worker took the message; drop this copy's result."""
 
@@ -105,7 +109,7 @@ class Store(ABC):
         the caller answers "accepted" right after). durable=False queues it for
         the write-behind batch writer and returns at once (used for messages a
         vendor already accepted); it is readable through `get` immediately.
-        Raises KeyError if `record.idempotency_key` is already taken.
+        Raises IdempotencyConflict if `record.idempotency_key` is already taken.
         """
 
     @abstractmethod

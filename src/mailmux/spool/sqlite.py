@@ -76,6 +76,7 @@ from mailmux.spool.base import (
     TERMINAL_STATES,
     Event,
     EventKind,
+    IdempotencyConflict,
     Leased,
     LeaseLost,
     MessageRecord,
@@ -386,7 +387,7 @@ class SqliteStore(Store):
         if key is not None:
             holder = self._pending_keys.get(key)
             if holder is not None and holder.id != record.id:
-                raise KeyError(key)
+                raise IdempotencyConflict(key)
         self._enqueue(_Op(self._insert, (record, events, payload, True), None, record))
         if key is not None:
             self._pending_keys[key] = record
@@ -610,7 +611,7 @@ class SqliteStore(Store):
                 )
                 row[6] = None
             else:
-                raise KeyError(key) from None
+                raise IdempotencyConflict(key) from None
             cur.execute(_INSERT_MESSAGE, row)
         if events:
             cur.executemany(_INSERT_EVENT, _event_rows(events))
