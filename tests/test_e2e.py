@@ -319,3 +319,57 @@ async def test_embedded_default_sends_through_sandboxes(
             seen += len(await response.json())
     assert seen == 20
     assert (tmp_path / "mailmux.db").exists()
+
+
+async def test_failover_across_esps_translates_the_message(
+    tmp_path: Path, http: aiohttp.ClientSession, started: list[MailmuxProcess]
+) -> None:
+    """SendGrid down: the same message goes out through Mailgun, in Mailgun's own format."""
+    sendgrid_emulator, mailgun_emulator = Emulator("sendgrid"), Emulator("mailgun")
+    await sendgrid_emulator.start()
+    await mailgun_emulator.start()
+    try:
+        sendgrid_emulator.set_down(True)
+        vendors = {
+            "primary": sendgrid(sendgrid_emulator, 1),
+            "backup": {
+                "kind": "mailgun",
+                "api_key": "key-test",
+                "domain": "mg.example.com",
+                "base_url": f"http://127.0.0.1:{mailgun_emulator.port}",
+                "weight": 0,
+            },
+        }
+        mailmux = await start(started, fast_config(tmp_path / "m.db", vendors), tmp_path)
+        body = message(
+            7,
+            cc=["Carol <carol@example.org>"],
+            reply_to="help@example.com",
+            html="<p>body 7</p>",
+            headers={"X-Order": "42"},
+            tags=["receipt"],
+            metadata={"order": "42"},
+        )
+        status, reply = await send(http, mailmux.url, body)
+        assert (status, reply["vendor"]) == (200, "backup")
+        [stored] = mailgun_emulator.messages
+        form: Any = stored.body
+        assert reply["vendor_message_id"] == stored.id
+        assert form["from"] == "Sender <sender@example.com>"
+        assert form["to"] == ["user7@example.net"]
+        assert form["cc"] == ["Carol <carol@example.org>"]
+        assert form["subject"] == "message 7"
+        assert (form["text"], form["html"]) == ("body 7", "<p>body 7</p>")
+        assert form["h:Reply-To"] == "help@example.com"
+        assert form["h:X-Order"] == "42"
+        assert form["o:tag"] == ["receipt"]
+        assert form["v:order"] == "42"
+        async with http.get(f"{mailmux.url}/v1/messages/{reply['id']}") as response:
+            attempts = (await response.json())["attempts"]
+        assert [(a["vendor"], a["outcome"]) for a in attempts] == [
+            ("primary", "retriable"),
+            ("backup", "accepted"),
+        ]
+    finally:
+        await sendgrid_emulator.stop()
+        await mailgun_emulator.stop()

@@ -82,7 +82,7 @@ class ConfigError(Exception):
 
 
 #: Settings only some kinds take; every other VendorConfig field is common to all kinds.
-KIND_SETTINGS = ("api_key", "base_url")
+KIND_SETTINGS = ("api_key", "base_url", "domain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +110,8 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
     {
         "sandbox": VendorKind(),
         "sendgrid": _http_kind("https://api.sendgrid.com", "api_key"),
+        "mailgun": _http_kind("https://api.mailgun.net", "api_key", "domain"),
+        "postmark": _http_kind("https://api.postmarkapp.com", "api_key"),
     }
 )
 
@@ -299,6 +301,7 @@ class VendorConfig(_Section):
     # Kind-specific settings (see VENDOR_KINDS for which kind takes which).
     api_key: Text | None = Field(default=None, repr=False)
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    domain: Text | None = None  # Mailgun's sending domain
 
     @model_validator(mode="before")
     @classmethod

@@ -1,15 +1,40 @@
-"""The ESP shapes the emulator can serve: one entry per shape module."""
+"""The ESP shapes the emulator can serve: one entry per shape module.
+
+Entries name their module and class and are imported on first use, so that
+starting one emulator does not import every ESP's shape.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import cast
 
 from mailmux.emulator.base import ShapeFactory
-from mailmux.emulator.sendgrid import SendGridShape
 
-SHAPES: Mapping[str, ShapeFactory] = MappingProxyType(
-    {
-        "sendgrid": SendGridShape,
-    }
-)
+_SHAPE_CLASSES = {
+    "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
+    "mailgun": "mailmux.emulator.mailgun:MailgunShape",
+    "postmark": "mailmux.emulator.postmark:PostmarkShape",
+    "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
+    "ses": "mailmux.emulator.ses:SesShape",
+    "resend": "mailmux.emulator.resend:ResendShape",
+    "mailjet": "mailmux.emulator.mailjet:MailjetShape",
+    "brevo": "mailmux.emulator.brevo:BrevoShape",
+}
+
+
+class _LazyShapes(Mapping[str, ShapeFactory]):
+    def __getitem__(self, name: str) -> ShapeFactory:
+        module_name, _, class_name = _SHAPE_CLASSES[name].partition(":")
+        module = importlib.import_module(module_name)
+        return cast(ShapeFactory, getattr(module, class_name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SHAPE_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_SHAPE_CLASSES)
+
+
+SHAPES: Mapping[str, ShapeFactory] = _LazyShapes()
