@@ -112,6 +112,8 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
         "sendgrid": _http_kind("https://api.sendgrid.com", "api_key"),
         "mailgun": _http_kind("https://api.mailgun.net", "api_key", "domain"),
         "postmark": _http_kind("https://api.postmarkapp.com", "api_key"),
+        "sparkpost": _http_kind("https://api.sparkpost.com", "api_key"),
+        "resend": _http_kind("https://api.resend.com", "api_key"),
     }
 )
 

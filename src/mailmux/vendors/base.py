@@ -19,7 +19,11 @@ from typing import Protocol
 
 import aiohttp
 
+from mailmux import __version__
 from mailmux.message import Message
+
+#: Sent to every ESP: some (Resend) refuse requests without one.
+USER_AGENT = f"mailmux/{__version__}"
 
 
 class Outcome(Enum):
@@ -117,7 +121,7 @@ class AiohttpTransport:
                 limit=self._settings.pool_size, limit_per_host=0, enable_cleanup_closed=True
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector, auto_decompress=True, headers={"User-Agent": USER_AGENT}
             )
         return self._session
 

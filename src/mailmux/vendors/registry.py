@@ -8,8 +8,13 @@ from mailmux.config import VendorConfig
 from mailmux.vendors.base import AiohttpTransport, PoolSettings, Transport, Vendor
 from mailmux.vendors.mailgun import MailgunVendor
 from mailmux.vendors.postmark import PostmarkVendor
+from mailmux.vendors.resend import ResendVendor
 from mailmux.vendors.sandbox import SandboxVendor
 from mailmux.vendors.sendgrid import SendGridVendor
+from mailmux.vendors.sparkpost import SparkPostVendor
+
+
+Build = Callable[[str, VendorConfig, Transport], Vendor]
 
 
 def _need(name: str, config: VendorConfig, setting: str) -> str:
@@ -20,13 +25,18 @@ def _need(name: str, config: VendorConfig, setting: str) -> str:
     return value
 
 
-def _sendgrid(name: str, config: VendorConfig, transport: Transport) -> Vendor:
-    return SendGridVendor(
-        name,
-        transport,
-        api_key=_need(name, config, "api_key"),
-        base_url=_need(name, config, "base_url"),
-    )
+def _keyed(cls: type[SendGridVendor | PostmarkVendor | SparkPostVendor | ResendVendor]) -> Build:
+    """ESPs that need only an API key and a base URL."""
+
+    def build(name: str, config: VendorConfig, transport: Transport) -> Vendor:
+        return cls(
+            name,
+            transport,
+            api_key=_need(name, config, "api_key"),
+            base_url=_need(name, config, "base_url"),
+        )
+
+    return build
 
 
 def _mailgun(name: str, config: VendorConfig, transport: Transport) -> Vendor:
@@ -39,19 +49,12 @@ def _mailgun(name: str, config: VendorConfig, transport: Transport) -> Vendor:
     )
 
 
-def _postmark(name: str, config: VendorConfig, transport: Transport) -> Vendor:
-    return PostmarkVendor(
-        name,
-        transport,
-        api_key=_need(name, config, "api_key"),
-        base_url=_need(name, config, "base_url"),
-    )
-
-
-_HTTP_KINDS: dict[str, Callable[[str, VendorConfig, Transport], Vendor]] = {
-    "sendgrid": _sendgrid,
+_HTTP_KINDS: dict[str, Build] = {
+    "sendgrid": _keyed(SendGridVendor),
     "mailgun": _mailgun,
-    "postmark": _postmark,
+    "postmark": _keyed(PostmarkVendor),
+    "sparkpost": _keyed(SparkPostVendor),
+    "resend": _keyed(ResendVendor),
 }
 
 
