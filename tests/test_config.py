@@ -689,6 +689,8 @@ EXAMPLE_ENV = {
     "API_TOKEN": "t",
     "MAILGUN_API_KEY": "mg",
     "POSTMARK_SERVER_TOKEN": "pm",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
 }
 
 

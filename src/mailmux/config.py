@@ -82,7 +82,14 @@ class ConfigError(Exception):
 
 
 #: Settings only some kinds take; every other VendorConfig field is common to all kinds.
-KIND_SETTINGS = ("api_key", "base_url", "domain")
+KIND_SETTINGS = (
+    "api_key",
+    "base_url",
+    "domain",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,11 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
         "postmark": _http_kind("https://api.postmarkapp.com", "api_key"),
         "sparkpost": _http_kind("https://api.sparkpost.com", "api_key"),
         "resend": _http_kind("https://api.resend.com", "api_key"),
+        # base_url defaults to the region's endpoint; keys default to AWS's credential chain.
+        "ses": VendorKind(
+            required=frozenset({"region"}),
+            optional=frozenset({"base_url", "access_key_id", "secret_access_key"}),
+        ),
     }
 )
 
@@ -304,6 +316,9 @@ class VendorConfig(_Section):
     api_key: Text | None = Field(default=None, repr=False)
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
     domain: Text | None = None  # Mailgun's sending domain
+    region: Text | None = None  # Amazon SES region, e.g. eu-west-1
+    access_key_id: Text | None = Field(default=None, repr=False)  # SES; else AWS's chain
+    secret_access_key: Text | None = Field(default=None, repr=False)
 
     @model_validator(mode="before")
     @classmethod

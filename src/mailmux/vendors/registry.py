@@ -11,6 +11,7 @@ from mailmux.vendors.postmark import PostmarkVendor
 from mailmux.vendors.resend import ResendVendor
 from mailmux.vendors.sandbox import SandboxVendor
 from mailmux.vendors.sendgrid import SendGridVendor
+from mailmux.vendors.ses import SesVendor
 from mailmux.vendors.sparkpost import SparkPostVendor
 
 
@@ -49,12 +50,27 @@ def _mailgun(name: str, config: VendorConfig, transport: Transport) -> Vendor:
     )
 
 
+def _ses(name: str, config: VendorConfig, transport: Transport) -> Vendor:
+    try:
+        return SesVendor(
+            name,
+            transport,
+            region=_need(name, config, "region"),
+            access_key_id=config.access_key_id,
+            secret_access_key=config.secret_access_key,
+            base_url=config.base_url,
+        )
+    except ValueError as err:  # no credentials, only one of the two keys, ...
+        raise ValueError(f"vendors.{name}: {err}") from err
+
+
 _HTTP_KINDS: dict[str, Build] = {
     "sendgrid": _keyed(SendGridVendor),
     "mailgun": _mailgun,
     "postmark": _keyed(PostmarkVendor),
     "sparkpost": _keyed(SparkPostVendor),
     "resend": _keyed(ResendVendor),
+    "ses": _ses,
 }
 
 
