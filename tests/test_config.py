@@ -691,6 +691,8 @@ EXAMPLE_ENV = {
     "POSTMARK_SERVER_TOKEN": "pm",
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
     "AWS_SECRET_ACCESS_KEY": "secret",
+    "MAILJET_API_KEY": "mj",
+    "MAILJET_SECRET_KEY": "mj-secret",
 }
 
 

@@ -84,6 +84,7 @@ class ConfigError(Exception):
 #: Settings only some kinds take; every other VendorConfig field is common to all kinds.
 KIND_SETTINGS = (
     "api_key",
+    "api_secret",
     "base_url",
     "domain",
     "region",
@@ -121,6 +122,8 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
         "postmark": _http_kind("https://api.postmarkapp.com", "api_key"),
         "sparkpost": _http_kind("https://api.sparkpost.com", "api_key"),
         "resend": _http_kind("https://api.resend.com", "api_key"),
+        "mailjet": _http_kind("https://api.mailjet.com", "api_key", "api_secret"),
+        "brevo": _http_kind("https://api.brevo.com", "api_key"),
         # base_url defaults to the region's endpoint; keys default to AWS's credential chain.
         "ses": VendorKind(
             required=frozenset({"region"}),
@@ -315,6 +318,7 @@ class VendorConfig(_Section):
     # Kind-specific settings (see VENDOR_KINDS for which kind takes which).
     api_key: Text | None = Field(default=None, repr=False)
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    api_secret: Text | None = Field(default=None, repr=False)  # Mailjet's secret key
     domain: Text | None = None  # Mailgun's sending domain
     region: Text | None = None  # Amazon SES region, e.g. eu-west-1
     access_key_id: Text | None = Field(default=None, repr=False)  # SES; else AWS's chain

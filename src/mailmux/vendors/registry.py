@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from mailmux.config import VendorConfig
 from mailmux.vendors.base import AiohttpTransport, PoolSettings, Transport, Vendor
+from mailmux.vendors.brevo import BrevoVendor
 from mailmux.vendors.mailgun import MailgunVendor
+from mailmux.vendors.mailjet import MailjetVendor
 from mailmux.vendors.postmark import PostmarkVendor
 from mailmux.vendors.resend import ResendVendor
 from mailmux.vendors.sandbox import SandboxVendor
@@ -26,7 +28,10 @@ def _need(name: str, config: VendorConfig, setting: str) -> str:
     return value
 
 
-def _keyed(cls: type[SendGridVendor | PostmarkVendor | SparkPostVendor | ResendVendor]) -> Build:
+KeyedVendor = SendGridVendor | PostmarkVendor | SparkPostVendor | ResendVendor | BrevoVendor
+
+
+def _keyed(cls: type[KeyedVendor]) -> Build:
     """ESPs that need only an API key and a base URL."""
 
     def build(name: str, config: VendorConfig, transport: Transport) -> Vendor:
@@ -46,6 +51,16 @@ def _mailgun(name: str, config: VendorConfig, transport: Transport) -> Vendor:
         transport,
         api_key=_need(name, config, "api_key"),
         domain=_need(name, config, "domain"),
+        base_url=_need(name, config, "base_url"),
+    )
+
+
+def _mailjet(name: str, config: VendorConfig, transport: Transport) -> Vendor:
+    return MailjetVendor(
+        name,
+        transport,
+        api_key=_need(name, config, "api_key"),
+        api_secret=_need(name, config, "api_secret"),
         base_url=_need(name, config, "base_url"),
     )
 
@@ -71,6 +86,8 @@ _HTTP_KINDS: dict[str, Build] = {
     "sparkpost": _keyed(SparkPostVendor),
     "resend": _keyed(ResendVendor),
     "ses": _ses,
+    "mailjet": _mailjet,
+    "brevo": _keyed(BrevoVendor),
 }
 
 
