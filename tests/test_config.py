@@ -693,6 +693,7 @@ EXAMPLE_ENV = {
     "AWS_SECRET_ACCESS_KEY": "secret",
     "MAILJET_API_KEY": "mj",
     "MAILJET_SECRET_KEY": "mj-secret",
+    "SMTP_PASSWORD": "pw",
 }
 
 

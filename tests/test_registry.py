@@ -8,6 +8,7 @@ import pytest
 
 from mailmux.config import VENDOR_KINDS, VendorConfig
 from mailmux.vendors.registry import build_vendor
+from mailmux.vendors.smtp import SmtpVendor
 
 #: The settings each kind requires, with placeholder values.
 MINIMAL: dict[str, dict[str, Any]] = {
@@ -36,3 +37,30 @@ async def test_kind_builds_a_vendor_of_that_kind(kind: str) -> None:
         assert (vendor.name, vendor.kind) == ("v1", kind)
     finally:
         await vendor.close()
+
+
+@pytest.mark.parametrize(("tls", "port"), [("starttls", 587), ("implicit", 465), ("none", 25)])
+async def test_smtp_defaults_follow_the_tls_mode(tls: str, port: int) -> None:
+    config = VendorConfig.model_validate({"kind": "smtp", "weight": 1, "host": "h", "tls": tls})
+    vendor = build_vendor("relay", config)
+    assert isinstance(vendor, SmtpVendor)
+    assert (vendor.port, vendor.pool_size) == (port, 4)  # a few sessions, not an HTTP pool
+    await vendor.close()
+
+
+async def test_smtp_pool_size_and_port_can_be_set() -> None:
+    config = VendorConfig.model_validate(
+        {"kind": "smtp", "weight": 1, "host": "h", "port": 2525, "pool_size": 9}
+    )
+    vendor = build_vendor("relay", config)
+    assert isinstance(vendor, SmtpVendor)
+    assert (vendor.port, vendor.pool_size) == (2525, 9)
+    await vendor.close()
+
+
+def test_smtp_username_without_password_is_refused() -> None:
+    config = VendorConfig.model_validate(
+        {"kind": "smtp", "weight": 1, "host": "h", "username": "u"}
+    )
+    with pytest.raises(ValueError, match="username and password go together"):
+        build_vendor("relay", config)

@@ -169,8 +169,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from mailmux.emulator import SHAPES, run_emulator
 
-    if args.shape not in SHAPES:
-        raise CliError(f"--shape: unknown shape {args.shape!r}; known: {', '.join(sorted(SHAPES))}")
+    known = sorted({*SHAPES, "smtp"})  # smtp: an SMTP server, not an HTTP shape
+    if args.shape not in known:
+        raise CliError(f"--shape: unknown shape {args.shape!r}; known: {', '.join(known)}")
     run_emulator(args.shape, args.host, args.port, args.control_port)
     return EXIT_OK
 

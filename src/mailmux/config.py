@@ -90,6 +90,11 @@ KIND_SETTINGS = (
     "region",
     "access_key_id",
     "secret_access_key",
+    "host",
+    "port",
+    "username",
+    "password",
+    "tls",
 )
 
 
@@ -124,6 +129,10 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
         "resend": _http_kind("https://api.resend.com", "api_key"),
         "mailjet": _http_kind("https://api.mailjet.com", "api_key", "api_secret"),
         "brevo": _http_kind("https://api.brevo.com", "api_key"),
+        "smtp": VendorKind(
+            required=frozenset({"host"}),
+            optional=frozenset({"port", "username", "password", "tls"}),
+        ),
         # base_url defaults to the region's endpoint; keys default to AWS's credential chain.
         "ses": VendorKind(
             required=frozenset({"region"}),
@@ -323,6 +332,11 @@ class VendorConfig(_Section):
     region: Text | None = None  # Amazon SES region, e.g. eu-west-1
     access_key_id: Text | None = Field(default=None, repr=False)  # SES; else AWS's chain
     secret_access_key: Text | None = Field(default=None, repr=False)
+    host: Text | None = None  # SMTP relay host
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default by tls: 587, 465, 25
+    username: Text | None = None  # SMTP AUTH, with password
+    password: Text | None = Field(default=None, repr=False)
+    tls: Literal["none", "starttls", "implicit"] | None = None  # default starttls
 
     @model_validator(mode="before")
     @classmethod

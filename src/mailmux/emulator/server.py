@@ -325,6 +325,11 @@ class Emulator:
 
 def run_emulator(shape: str, host: str, port: int, control_port: int | None) -> None:
     """Serve until SIGINT or SIGTERM (the `mailmux emulate` command); prints where it listens."""
+    if shape == "smtp":  # an SMTP server rather than an HTTP shape
+        from mailmux.emulator.smtp import run_smtp_emulator
+
+        run_smtp_emulator(host, port, control_port)
+        return
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve_until_signalled(Emulator(shape, host, port, control_port=control_port)))
 

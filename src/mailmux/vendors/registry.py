@@ -14,8 +14,8 @@ from mailmux.vendors.resend import ResendVendor
 from mailmux.vendors.sandbox import SandboxVendor
 from mailmux.vendors.sendgrid import SendGridVendor
 from mailmux.vendors.ses import SesVendor
+from mailmux.vendors.smtp import SmtpVendor
 from mailmux.vendors.sparkpost import SparkPostVendor
-
 
 Build = Callable[[str, VendorConfig, Transport], Vendor]
 
@@ -91,9 +91,34 @@ _HTTP_KINDS: dict[str, Build] = {
 }
 
 
+#: Port by TLS mode when the config gives none: submission, submissions, plain SMTP.
+SMTP_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+#: An SMTP relay wants few long-lived sessions, not an HTTP-sized pool.
+SMTP_POOL_SIZE = 4
+
+
+def _smtp(name: str, config: VendorConfig) -> Vendor:
+    tls = config.tls or "starttls"
+    pool_size = config.pool_size if "pool_size" in config.model_fields_set else SMTP_POOL_SIZE
+    if (config.username is None) != (config.password is None):
+        raise ValueError(f"vendors.{name}: username and password go together")
+    return SmtpVendor(
+        name,
+        host=_need(name, config, "host"),
+        port=config.port or SMTP_PORTS[tls],
+        username=config.username,
+        password=config.password,
+        tls=tls,
+        connect_timeout=config.connect_timeout,
+        pool_size=pool_size,
+    )
+
+
 def build_vendor(name: str, config: VendorConfig) -> Vendor:
     if config.kind == "sandbox":
         return SandboxVendor(name)
+    if config.kind == "smtp":
+        return _smtp(name, config)
     build = _HTTP_KINDS.get(config.kind)
     if build is None:
         raise ValueError(f"vendors.{name}.kind: unknown kind {config.kind!r}")
