@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import NamedTuple
 
 from mailmux.backoff import Backoff
 from mailmux.health import Admission, Health
@@ -51,6 +52,14 @@ class DeliveryPolicy:
     def ambiguous_for(self, traffic_class: str) -> AmbiguousPolicy:
         policy = self.ambiguous.get(traffic_class) or self.ambiguous.get("default")
         return policy or AmbiguousPolicy.RESEND
+
+
+class _Verdict(NamedTuple):
+    """A message's state after a round, with what the record needs to say about it."""
+
+    state: MessageState
+    reason: str | None = None
+    vendor_message_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -102,23 +111,31 @@ class Deliverer:
         )
         result = await self._try_plan(message_id, message, avoid=None, expiry=message.deadline)
         events = [received, *result.events]
+        verdict = self._conclude(message_id, result, events)
+        next_at = None
+        if verdict is None:
+            next_at = self._schedule(
+                message_id, result.attempts, message.deadline, result, events, EventKind.SPOOLED
+            )
+            verdict = _Verdict(MessageState.QUEUED)
         record = MessageRecord(
             id=message_id,
-            state=MessageState.QUEUED,
+            state=verdict.state,
             created_at=now,
             updated_at=self._wall(),
             traffic_class=message.traffic_class,
             deadline=message.deadline,
             idempotency_key=message.idempotency_key,
             vendor=result.vendor,
+            vendor_message_id=verdict.vendor_message_id,
+            reason=verdict.reason,
             attempts=result.attempts,
+            next_attempt_at=next_at,
         )
-        final = self._conclude(record, result, events)
-        if final is not None:
-            await self.store.insert(final, events, durable=False)
-            return Receipt.from_record(final)
-        record = self._schedule(record, result, events, kind=EventKind.SPOOLED)
-        await self.store.insert(record, events, payload=to_payload(message), durable=True)
+        if next_at is None:
+            await self.store.insert(record, events, durable=False)
+        else:
+            await self.store.insert(record, events, payload=to_payload(message), durable=True)
         return Receipt.from_record(record)
 
     async def redeliver(self, leased: Leased, owner: str) -> MessageState:
@@ -133,15 +150,24 @@ class Deliverer:
         else:
             result = await self._try_plan(record.id, message, avoid=record.vendor, expiry=expiry)
         events = list(result.events)
-        record = replace(
+        attempts = record.attempts + result.attempts
+        verdict = self._conclude(record.id, result, events)
+        next_at = None
+        if verdict is None:
+            next_at = self._schedule(
+                record.id, attempts, record.deadline, result, events, EventKind.RETRY_SCHEDULED
+            )
+            verdict = _Verdict(MessageState.QUEUED)
+        final = replace(
             record,
-            attempts=record.attempts + result.attempts,
-            vendor=result.vendor or record.vendor,
+            state=verdict.state,
             updated_at=self._wall(),
+            vendor=result.vendor or record.vendor,
+            vendor_message_id=verdict.vendor_message_id,
+            reason=verdict.reason,
+            attempts=attempts,
+            next_attempt_at=next_at,
         )
-        final = self._conclude(record, result, events)
-        if final is None:
-            final = self._schedule(record, result, events, kind=EventKind.RETRY_SCHEDULED)
         try:
             await self.store.update(final, events, owner=owner)
         except LeaseLost:
@@ -149,57 +175,44 @@ class Deliverer:
             return record.state
         return final.state
 
-    def _conclude(
-        self, record: MessageRecord, result: _Round, events: list[Event]
-    ) -> MessageRecord | None:
-        """The terminal record this round led to, or None when the message must wait."""
+    def _conclude(self, message_id: str, result: _Round, events: list[Event]) -> _Verdict | None:
+        """The terminal state this round led to (its event appended), or None: it must wait."""
         now = self._wall()
         decided = result.decided
         if decided is not None and decided.outcome is Outcome.PERMANENT:
-            events.append(
-                Event(record.id, now, EventKind.FAILED, result.vendor, {"reason": decided.reason})
-            )
-            return replace(
-                record, state=MessageState.FAILED, reason=decided.reason, next_attempt_at=None
-            )
+            failed = {"reason": decided.reason}
+            events.append(Event(message_id, now, EventKind.FAILED, result.vendor, failed))
+            return _Verdict(MessageState.FAILED, reason=decided.reason)
         if decided is not None:
-            events.append(
-                Event(
-                    record.id,
-                    now,
-                    EventKind.SENT,
-                    result.vendor,
-                    {"vendor_message_id": decided.vendor_message_id},
-                )
-            )
-            return replace(
-                record,
-                state=MessageState.SENT,
-                vendor=result.vendor,
-                vendor_message_id=decided.vendor_message_id,
-                next_attempt_at=None,
-            )
+            sent = {"vendor_message_id": decided.vendor_message_id}
+            events.append(Event(message_id, now, EventKind.SENT, result.vendor, sent))
+            return _Verdict(MessageState.SENT, vendor_message_id=decided.vendor_message_id)
         if result.unsupported and not result.carriable:
             reason = "no vendor can carry this message: " + "; ".join(result.unsupported)
-            events.append(Event(record.id, now, EventKind.FAILED, None, {"reason": reason}))
-            return replace(record, state=MessageState.FAILED, reason=reason, next_attempt_at=None)
+            events.append(Event(message_id, now, EventKind.FAILED, None, {"reason": reason}))
+            return _Verdict(MessageState.FAILED, reason=reason)
         if result.deadline_passed:
             reason = "deadline passed before any vendor accepted the message"
-            events.append(Event(record.id, now, EventKind.EXPIRED, None, {"reason": reason}))
-            return replace(record, state=MessageState.EXPIRED, reason=reason, next_attempt_at=None)
+            events.append(Event(message_id, now, EventKind.EXPIRED, None, {"reason": reason}))
+            return _Verdict(MessageState.EXPIRED, reason=reason)
         return None
 
     def _schedule(
-        self, record: MessageRecord, result: _Round, events: list[Event], *, kind: EventKind
-    ) -> MessageRecord:
-        """Queue the message for its next retry, never later than its deadline."""
+        self,
+        message_id: str,
+        attempts: int,
+        deadline: float | None,
+        result: _Round,
+        events: list[Event],
+        kind: EventKind,
+    ) -> float:
+        """When to retry (never later than the deadline); appends the `kind` event."""
         now = self._wall()
-        delay = self.backoff.delay(max(record.attempts, 1), self.rng, result.retry_after)
-        next_at = now + delay
-        if record.deadline is not None:
-            next_at = min(next_at, record.deadline)
-        events.append(Event(record.id, now, kind, None, {"next_attempt_at": next_at}))
-        return replace(record, state=MessageState.QUEUED, next_attempt_at=next_at, reason=None)
+        next_at = now + self.backoff.delay(max(attempts, 1), self.rng, result.retry_after)
+        if deadline is not None:
+            next_at = min(next_at, deadline)
+        events.append(Event(message_id, now, kind, None, {"next_attempt_at": next_at}))
+        return next_at
 
     async def _try_plan(
         self, message_id: str, message: Message, *, avoid: str | None, expiry: float | None
