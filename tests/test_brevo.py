@@ -7,104 +7,54 @@ import email.header
 import email.utils
 import json
 import uuid
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft4Validator  # type: ignore[import-untyped]
+import vendor_kit
+from vendor_kit import (
+    NOW,
+    PDF,
+    PNG,
+    FakeTransport,
+    endpoint,
+    json_of,
+    json_schema,
+    load_contract,
+    minimal_message,
+    validate,
+    vendor_factory,
+)
 
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import (
-    AttemptResult,
-    HttpRequest,
-    HttpResponse,
-    Outcome,
-    TransportError,
-)
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
 from mailmux.vendors.brevo import BrevoVendor
 
-CONTRACT = Path(__file__).parent / "contracts" / "brevo.send.json"
-NOW = 1_800_000_000.0
-PDF = b"%PDF-1.4\n% receipt\n"
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
+CONTRACT = load_contract("brevo.send.json")
+SEND = endpoint(CONTRACT, "POST", "/smtp/email")
+REQUEST_SCHEMA = json_schema(SEND["request"])
 KEY_UUID = "0b6f7a3e-4c1d-4e2f-9a8b-7c6d5e4f3a2b"
+ACCEPTED = HttpResponse(201, {}, b'{"messageId":"<1@relay>"}')
+
+#: Everything Brevo can carry: no inline image (Brevo has no cid: support), metadata
+#: with a non-ASCII value, and an idempotency key that is a UUID, as Brevo asks.
+rich_message = partial(
+    vendor_kit.rich_message,
+    html="<p>Thanks!</p>",
+    attachments=(Attachment("reçu.pdf", PDF, "application/pdf"),),
+    metadata={"order_id": "42", "customer": "Zoë"},
+    idempotency_key=KEY_UUID,
+)
 
 
-class FakeTransport:
-    """Answers every request with one canned response (or error) and remembers the requests."""
-
-    def __init__(
-        self, response: HttpResponse | None = None, error: TransportError | None = None
-    ) -> None:
-        self.response = response or HttpResponse(201, {}, b'{"messageId":"<1@relay>"}')
-        self.error = error
-        self.calls: list[tuple[HttpRequest, float]] = []
-
-    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        self.calls.append((request, timeout))
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-    async def close(self) -> None:
-        pass
-
-
-def vendor(transport: FakeTransport | None = None) -> BrevoVendor:
-    brevo = BrevoVendor(
-        "backup",
-        transport or FakeTransport(),
-        api_key="xkeysib-test",
-        base_url="https://api.brevo.example/",
-    )
-    brevo.clock = lambda: NOW
-    return brevo
-
-
-def rich_message(**changes: Any) -> Message:
-    """Everything Brevo can carry: no inline image (Brevo has no cid: support)."""
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Ålander"),
-        "to": (Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("support@example.com", "Support ✉"),),
-        "subject": "Your receipt — №42 ✓",
-        "text": "Thanks for your order.\n",
-        "html": "<p>Thanks!</p>",
-        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (Attachment("reçu.pdf", PDF, "application/pdf"),),
-        "tags": ("receipt", "spring", "receipt"),
-        "metadata": {"order_id": "42", "customer": "Zoë"},
-        "idempotency_key": KEY_UUID,
-    }
-    fields.update(changes)
-    return Message(**fields)
+vendor = vendor_factory(
+    BrevoVendor, "backup", ACCEPTED, api_key="xkeysib-test", base_url="https://api.brevo.example/"
+)
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    decoded: dict[str, Any] = orjson.loads(vendor().build_request(message).body)
-    return decoded
-
-
-@pytest.fixture(scope="module")
-def contract() -> dict[str, Any]:
-    loaded: dict[str, Any] = orjson.loads(CONTRACT.read_bytes())
-    return loaded
-
-
-def endpoint(contract: dict[str, Any]) -> dict[str, Any]:
-    (found,) = [
-        e for e in contract["endpoints"] if (e["method"], e["path"]) == ("POST", "/smtp/email")
-    ]
-    return found  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="module")
-def request_schema(contract: dict[str, Any]) -> Draft4Validator:
-    schema = endpoint(contract)["request"]["content"]["application/json"]["schema"]
-    return Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+    return json_of(vendor().build_request(message))
 
 
 # -- Message → request ------------------------------------------------------
@@ -141,10 +91,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field() -> None:
-    message = Message(
-        sender=Address("a@example.com"), to=(Address("b@example.com"),), subject="Hi", text="x"
-    )
-    assert body_of(message) == {
+    assert body_of(minimal_message()) == {
         "sender": {"email": "a@example.com"},
         "to": [{"email": "b@example.com"}],
         "subject": "Hi",
@@ -192,21 +139,19 @@ def test_names_that_brevo_would_drop_are_rfc2047_encoded() -> None:
     ],
     ids=["rich", "sparse", "encoded-name"],
 )
-def test_request_bodies_validate_against_the_official_schema(
-    message: Message, request_schema: Draft4Validator
-) -> None:
-    assert [error.message for error in request_schema.iter_errors(body_of(message))] == []
+def test_request_bodies_validate_against_the_official_schema(message: Message) -> None:
+    assert validate(REQUEST_SCHEMA, body_of(message)) == []
 
 
-def test_the_contract_copy_still_cites_its_source(contract: dict[str, Any]) -> None:
-    source = contract["x-contract"]["source"]
+def test_the_contract_copy_still_cites_its_source() -> None:
+    source = CONTRACT["x-contract"]["source"]
     assert source["repo"] == "getbrevo/brevo-go"
     assert source["license"].startswith("MIT")
 
 
 def test_an_empty_api_key_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="api_key"):
-        BrevoVendor("backup", FakeTransport(), api_key="")
+        BrevoVendor("backup", FakeTransport(ACCEPTED), api_key="")
 
 
 # -- what Brevo cannot carry -----------------------------------------------------
@@ -250,7 +195,7 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(message, timeout=5.0)
 
     assert result.outcome is Outcome.UNSUPPORTED
@@ -292,7 +237,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
 async def test_transport_errors_map_on_whether_the_request_left(
     sent: bool, outcome: Outcome
 ) -> None:
-    transport = FakeTransport(error=TransportError("boom", sent=sent))
+    transport = FakeTransport(TransportError("boom", sent=sent))
     assert await vendor(transport).send(rich_message(), 1.0) == AttemptResult(
         outcome, reason="boom"
     )
@@ -315,10 +260,10 @@ def test_any_2xx_is_accepted_with_the_first_id_there_is() -> None:
     assert parse(201) == AttemptResult(Outcome.ACCEPTED, status=201)
 
 
-def test_the_400_body_these_tests_feed_follows_the_contract(contract: dict[str, Any]) -> None:
-    schema = endpoint(contract)["responses"]["400"]["content"]["application/json"]["schema"]
+def test_the_400_body_these_tests_feed_follows_the_contract() -> None:
+    schema = json_schema(SEND["responses"]["400"])
     body = orjson.loads(error("invalid_parameter", "email is not valid in to"))
-    assert list(Draft4Validator(schema).iter_errors(body)) == []
+    assert validate(schema, body) == []
 
 
 @pytest.mark.parametrize(

@@ -9,76 +9,47 @@ import asyncio
 import base64
 import email.header
 import json
-import random
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import vendor_kit
+from emulator_kit import TIMEOUT, emulator_fixture, http_fixture, post_to, read_back, vendor_fixture
+from vendor_kit import PDF
 
 from mailmux.emulator import Emulator, Faults
-from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AiohttpTransport, HttpResponse, Outcome
+from mailmux.message import Address, Attachment
+from mailmux.vendors.base import HttpResponse, Outcome
 from mailmux.vendors.brevo import BrevoVendor
 
 API_KEY = "xkeysib-emulator-test-key"
-TIMEOUT = 5.0
 KEY_UUID = "0b6f7a3e-4c1d-4e2f-9a8b-7c6d5e4f3a2b"
 
-
-def rich_message() -> Message:
-    return Message(
-        sender=Address("noreply@example.com", "Müller, Jürgen"),
-        to=(Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        cc=(Address("chen@example.com", "陈伟"),),
-        bcc=(Address("audit@example.com"),),
-        reply_to=(Address("support@example.com", "Support ✉"),),
-        subject="Your receipt — №42 ✓",
-        text="Thanks for your order.\n",
-        html="<p>Thanks!</p>",
-        headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        attachments=(Attachment("reçu.pdf", b"%PDF-1.4\n", "application/pdf"),),
-        tags=("receipt", "spring"),
-        metadata={"order_id": "42", "customer": "Zoë"},
-        idempotency_key=KEY_UUID,
-    )
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("brevo", rng=random.Random(7))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[BrevoVendor]:
-    brevo = BrevoVendor(
-        "backup", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{emulator.port}"
-    )
-    yield brevo
-    await brevo.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+emulator = emulator_fixture("brevo", seed=7)
+vendor = vendor_fixture(BrevoVendor, "backup", api_key=API_KEY)
+http = http_fixture()
+#: Everything Brevo can carry (no inline image), with a sender name Brevo would drop
+#: unless it is encoded.
+rich_message = partial(
+    vendor_kit.rich_message,
+    sender=Address("noreply@example.com", "Müller, Jürgen"),
+    html="<p>Thanks!</p>",
+    attachments=(Attachment("reçu.pdf", PDF, "application/pdf"),),
+    tags=("receipt", "spring"),
+    metadata={"order_id": "42", "customer": "Zoë"},
+    idempotency_key=KEY_UUID,
+)
 
 
 async def post(
     http: aiohttp.ClientSession, port: int, body: Any, headers: dict[str, str] | None = None
 ) -> tuple[HttpResponse, Any]:
     """Send a raw request; the answer both decoded and as the adapter would see it."""
-    url = f"http://127.0.0.1:{port}/v3/smtp/email"
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
     sent_headers = {"api-key": API_KEY} if headers is None else headers
-    async with http.post(url, data=data, headers=sent_headers) as answer:
-        raw = await answer.read()
-        seen = HttpResponse(answer.status, {k.lower(): v for k, v in answer.headers.items()}, raw)
-        return seen, orjson.loads(raw)
+    seen = await post_to(http, port, "/v3/smtp/email", body, sent_headers)
+    return seen, orjson.loads(seen.body)
 
 
 def contact(item: dict[str, str]) -> Address:
@@ -110,8 +81,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 201)
-    async with http.get(f"http://127.0.0.1:{emulator.port}/_emulator/messages") as response:
-        (stored,) = await response.json()
+    (stored,) = await read_back(http, emulator.port)
     assert result.vendor_message_id == f"<{stored['id']}@emulator.brevo.invalid>"
     body = stored["body"]
     assert contact(body["sender"]) == sent.sender

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import email.utils
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from vendor_kit import (
+    NOW,
+    PDF,
+    PNG,
+    FakeTransport,
+    at_now,
+    endpoint,
+    load_contract,
+    minimal_message,
+    rich_message,
+    validate,
+)
 
 from mailmux.message import Address, Attachment, Message
 from mailmux.vendors.base import (
     AttemptResult,
-    HttpRequest,
     HttpResponse,
     Outcome,
     TransportError,
@@ -22,68 +31,24 @@ from mailmux.vendors.base import (
 )
 from mailmux.vendors.mailgun import MailgunVendor, encode_multipart
 
-CONTRACT = Path(__file__).parent / "contracts" / "mailgun.send.json"
-NOW = 1_800_000_000.0
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
+CONTRACT = load_contract("mailgun.send.json")
+SEND = endpoint(CONTRACT, "POST", "/v3/{domain_name}/messages")
+FORM = SEND["request"]["content"]["multipart/form-data"]
 RAW = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: raw\r\n\r\nhello\r\n"
-ACCEPTED = b'{"id":"<20300101.1@mg.example.com>","message":"Queued. Thank you."}'
-
-
-class FakeTransport:
-    """Answers every request with one canned response (or error) and remembers the requests."""
-
-    def __init__(
-        self, response: HttpResponse | None = None, error: TransportError | None = None
-    ) -> None:
-        self.response = response or HttpResponse(200, {}, ACCEPTED)
-        self.error = error
-        self.calls: list[tuple[HttpRequest, float]] = []
-
-    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        self.calls.append((request, timeout))
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-    async def close(self) -> None:
-        pass
+QUEUED = b'{"id":"<20300101.1@mg.example.com>","message":"Queued. Thank you."}'
+ACCEPTED = HttpResponse(200, {}, QUEUED)
 
 
 def vendor(transport: FakeTransport | None = None, **settings: str) -> MailgunVendor:
     mailgun = MailgunVendor(
         "backup",
-        transport or FakeTransport(),
+        transport or FakeTransport(ACCEPTED),
         api_key=settings.get("api_key", "key-test-123"),
         domain=settings.get("domain", "mg.example.com"),
         base_url=settings.get("base_url", "https://api.eu.mailgun.net/"),
     )
-    mailgun.clock = lambda: NOW
     mailgun.boundary = lambda: "BOUNDARY"
-    return mailgun
-
-
-def rich_message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Ålander"),
-        "to": (Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("support@example.com", "Support ✉"),),
-        "subject": "Your receipt — №42 ✓",
-        "text": "Thanks for your order.\n",
-        "html": '<p>Thanks! <img src="cid:logo@x"></p>',
-        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        "tags": ("receipt", "spring", "receipt"),
-        "metadata": {"order_id": "42", "customer": "c-7"},
-        "idempotency_key": "order-42",
-    }
-    fields.update(changes)
-    return Message(**fields)
+    return at_now(mailgun)
 
 
 def parse_form(body: bytes, boundary: str = "BOUNDARY") -> list[tuple[str, str | None, bytes]]:
@@ -104,14 +69,6 @@ def parse_form(body: bytes, boundary: str = "BOUNDARY") -> list[tuple[str, str |
 def fields_of(message: Message) -> list[tuple[str, str]]:
     request = vendor().build_request(message)
     return [(n, v.decode()) for n, f, v in parse_form(request.body) if f is None]
-
-
-@pytest.fixture(scope="module")
-def contract() -> dict[str, Any]:
-    endpoint: dict[str, Any] = orjson.loads(CONTRACT.read_bytes())["endpoints"][0]
-    assert (endpoint["method"], endpoint["path"]) == ("POST", "/v3/{domain_name}/messages")
-    form: dict[str, Any] = endpoint["request"]["content"]["multipart/form-data"]
-    return form
 
 
 # -- Message → request ------------------------------------------------------
@@ -160,7 +117,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field() -> None:
-    message = Message(sender=Address("a@example.com"), to=(Address("b@example.com"),), html="<b>x")
+    message = minimal_message(subject="", text=None, html="<b>x")
     assert fields_of(message) == [
         ("from", "a@example.com"),
         ("to", "b@example.com"),
@@ -219,7 +176,7 @@ def test_quotes_and_line_breaks_in_part_names_are_escaped() -> None:
 
 
 def test_the_default_boundary_is_random() -> None:
-    mailgun = MailgunVendor("m", FakeTransport(), api_key="k", domain="mg.example.com")
+    mailgun = MailgunVendor("m", FakeTransport(ACCEPTED), api_key="k", domain="mg.example.com")
     first, second = (mailgun.build_request(rich_message()) for _ in range(2))
     assert first.headers["Content-Type"] != second.headers["Content-Type"]
     boundary = first.headers["Content-Type"].partition("boundary=")[2]
@@ -236,13 +193,11 @@ def test_the_default_boundary_is_random() -> None:
     ],
     ids=["rich", "plain", "ten-tags"],
 )
-def test_forms_validate_against_mailgun_s_contract(
-    message: Message, contract: dict[str, Any]
-) -> None:
+def test_forms_validate_against_mailgun_s_contract(message: Message) -> None:
     parts = parse_form(vendor().build_request(message).body)
-    repeatable = {f["name"] for f in contract["x-form-fields"] if f["repeatable"]}
-    known = {f["name"] for f in contract["x-form-fields"]}
-    patterns = [re.compile(p) for p in contract["x-form-field-patterns"]]
+    repeatable = {f["name"] for f in FORM["x-form-fields"] if f["repeatable"]}
+    known = {f["name"] for f in FORM["x-form-fields"]}
+    patterns = [re.compile(p) for p in FORM["x-form-field-patterns"]]
     form: dict[str, Any] = {}
     for name, filename, value in parts:
         assert name in known or any(p.match(name) for p in patterns), name
@@ -252,22 +207,21 @@ def test_forms_validate_against_mailgun_s_contract(
         else:
             assert name not in form, f"{name} sent twice"
             form[name] = text
-    validator = Draft202012Validator(contract["schema"])
-    assert [e.message for e in validator.iter_errors(form)] == []
+    assert validate(FORM["schema"], form) == []
 
 
 def test_the_contract_copy_still_cites_its_source() -> None:
-    source = orjson.loads(CONTRACT.read_bytes())["x-contract"]["source"]
+    source = CONTRACT["x-contract"]["source"]
     assert source["repo"] == "mailgun/mailgun-mcp-server"
     assert source["official"] is True
 
 
 def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="api_key"):
-        MailgunVendor("m", FakeTransport(), api_key="", domain="mg.example.com")
+        MailgunVendor("m", FakeTransport(ACCEPTED), api_key="", domain="mg.example.com")
     for domain in ("", "mg.example.com/x"):
         with pytest.raises(ValueError, match="sending domain"):
-            MailgunVendor("m", FakeTransport(), api_key="k", domain=domain)
+            MailgunVendor("m", FakeTransport(ACCEPTED), api_key="k", domain=domain)
 
 
 # -- what Mailgun cannot carry -----------------------------------------------------
@@ -298,7 +252,7 @@ def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(message, timeout=5.0)
 
     assert result.outcome is Outcome.UNSUPPORTED
@@ -326,7 +280,7 @@ def test_raw_mime_needs_no_parsed_body_and_duplicate_tags_count_once() -> None:
 
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(rich_message(), timeout=3.5)
 
     assert result == AttemptResult(
@@ -343,7 +297,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
 async def test_transport_errors_map_on_whether_the_request_left(
     sent: bool, outcome: Outcome
 ) -> None:
-    transport = FakeTransport(error=TransportError("boom", sent=sent))
+    transport = FakeTransport(TransportError("boom", sent=sent))
     result = await vendor(transport).send(rich_message(), timeout=1.0)
     assert result == AttemptResult(outcome, reason="boom")
 
@@ -360,7 +314,7 @@ def message_body(text: str) -> bytes:
 
 
 def test_200_with_mailgun_s_body_is_accepted_without_angle_brackets() -> None:
-    assert parse(200, ACCEPTED) == AttemptResult(
+    assert parse(200, QUEUED) == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="20300101.1@mg.example.com", status=200
     )
 

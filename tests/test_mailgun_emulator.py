@@ -5,80 +5,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    quoted_names_message,
+    read_back,
+    set_faults,
+    vendor_fixture,
+)
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AiohttpTransport, Outcome
+from mailmux.vendors.base import Outcome
 from mailmux.vendors.mailgun import MailgunVendor
 
 API_KEY = "key-emulator-test-1234"
 DOMAIN = "mg.example.com"
-TIMEOUT = 5.0
-PNG = b"\x89PNG\r\n\x1a\n-logo"
 RAW = (
     b"From: Shop <noreply@example.com>\r\nTo: ana@example.org\r\nSubject: raw\r\n"
     b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nh\xc3\xa9llo\r\n"
 )
 
-
-def rich_message() -> Message:
-    return Message(
-        sender=Address("noreply@example.com", "Zoë Shop, Inc."),
-        to=(Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        cc=(Address("chen@example.com", "陈伟"),),
-        bcc=(Address("audit@example.com"),),
-        reply_to=(Address("help@example.com", 'The "Help" Desk'),),
-        subject="Receipt №42 ✓",
-        text="Thanks.\n",
-        html='<p>Thanks. <img src="cid:logo@x"></p>',
-        headers={"X-Order": "42", "List-Unsubscribe": "<mailto:u@example.com>"},
-        attachments=(
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.txt", "déjà payé".encode(), "text/plain"),
-        ),
-        tags=("receipt", "spring"),
-        metadata={"order_id": "42", "customer": "c-7"},
-    )
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("mailgun")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[MailgunVendor]:
-    mailgun = MailgunVendor(
-        "backup",
-        AiohttpTransport(),
-        api_key=API_KEY,
-        domain=DOMAIN,
-        base_url=f"http://127.0.0.1:{emulator.port}",
-    )
-    yield mailgun
-    await mailgun.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def listed(http: aiohttp.ClientSession, port: int) -> list[dict[str, Any]]:
-    async with http.get(f"http://127.0.0.1:{port}/_emulator/messages") as response:
-        assert response.status == 200
-        messages: list[dict[str, Any]] = await response.json()
-        return messages
+emulator = emulator_fixture("mailgun")
+vendor = vendor_fixture(MailgunVendor, "backup", api_key=API_KEY, domain=DOMAIN)
+http = http_fixture()
 
 
 def addresses(values: list[str]) -> tuple[Address, ...]:
@@ -102,11 +57,11 @@ def attachment(stored: dict[str, Any], *, inline: bool) -> Attachment:
 async def test_a_rich_message_reads_back_field_by_field(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
-    sent = rich_message()
+    sent = quoted_names_message()
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    (stored,) = await listed(http, emulator.port)
+    (stored,) = await read_back(http, emulator.port)
     assert result.vendor_message_id == stored["id"]
     assert stored["headers"][":path"] == f"/v3/{DOMAIN}/messages"
     assert stored["headers"]["authorization"] == "Basic api:…1234"
@@ -141,7 +96,7 @@ async def test_raw_mime_reads_back_byte_for_byte_with_its_envelope(
     result = await vendor.send(sent, TIMEOUT)
 
     assert result.outcome is Outcome.ACCEPTED
-    (stored,) = await listed(http, emulator.port)
+    (stored,) = await read_back(http, emulator.port)
     assert result.vendor_message_id == stored["id"]
     assert stored["headers"][":path"] == f"/v3/{DOMAIN}/messages.mime"
     form = stored["body"]
@@ -234,12 +189,6 @@ async def test_a_urlencoded_form_is_stored_with_repeatable_fields_as_lists(
 # -- faults ----------------------------------------------------------------------------
 
 
-async def set_faults(http: aiohttp.ClientSession, port: int, faults: dict[str, Any]) -> None:
-    url = f"http://127.0.0.1:{port}/_emulator/faults"
-    async with http.post(url, data=orjson.dumps(faults)) as response:
-        assert response.status == 200, await response.text()
-
-
 async def test_an_injected_503_has_mailgun_s_body_and_is_retriable(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
@@ -249,7 +198,7 @@ async def test_an_injected_503_has_mailgun_s_body_and_is_retriable(
         assert response.status == 503
         assert await response.json() == {"message": "Emulated fault: HTTP 503"}
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "Emulated fault: HTTP 503"
@@ -260,7 +209,7 @@ async def test_an_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -268,7 +217,7 @@ async def test_an_injected_401_is_forbidden_and_vendor_config(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 401})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT)
     assert (result.outcome, result.reason) == (Outcome.VENDOR_CONFIG, "API key rejected: Forbidden")
 
 

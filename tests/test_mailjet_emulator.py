@@ -5,90 +5,47 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import random
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import vendor_kit
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    post_to,
+    read_back,
+    vendor_fixture,
+)
 
 from mailmux.emulator import Emulator, Faults
-from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AiohttpTransport, HttpResponse, Outcome
+from mailmux.message import Address, Attachment
+from mailmux.vendors.base import HttpResponse, Outcome
 from mailmux.vendors.mailjet import MailjetVendor
 
 KEY, SECRET = "mj-emulator-key", "mj-emulator-secret"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()}
-TIMEOUT = 5.0
-PNG = b"\x89PNG\r\n\x1a\n-logo"
 
-
-def rich_message() -> Message:
-    return Message(
-        sender=Address("noreply@example.com", "Zoë Ålander"),
-        to=(Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        cc=(Address("chen@example.com", "陈伟"),),
-        bcc=(Address("audit@example.com"),),
-        reply_to=(Address("support@example.com", "Support ✉"),),
-        subject="Your receipt — №42 ✓",
-        text="Thanks for your order.\n",
-        html='<p>Thanks! <img src="cid:logo@x"></p>',
-        headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        attachments=(
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", b"%PDF-1.4\n", "application/pdf"),
-        ),
-        tags=("receipt",),
-        metadata={"order_id": "42", "customer": "Zoë"},
-        idempotency_key="order-42",
-    )
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("mailjet", rng=random.Random(7))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[MailjetVendor]:
-    mailjet = MailjetVendor(
-        "backup",
-        AiohttpTransport(),
-        api_key=KEY,
-        api_secret=SECRET,
-        base_url=f"http://127.0.0.1:{emulator.port}",
-    )
-    yield mailjet
-    await mailjet.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+emulator = emulator_fixture("mailjet", seed=7)
+vendor = vendor_fixture(MailjetVendor, "backup", api_key=KEY, api_secret=SECRET)
+http = http_fixture()
+#: Mailjet takes one tag per message; its metadata carries a non-ASCII value.
+rich_message = partial(
+    vendor_kit.rich_message,
+    tags=("receipt",),
+    metadata={"order_id": "42", "customer": "Zoë"},
+)
 
 
 async def post(
     http: aiohttp.ClientSession, port: int, body: Any, headers: dict[str, str] | None = None
 ) -> tuple[HttpResponse, Any]:
     """Send a raw request; the answer both decoded and as the adapter would see it."""
-    url = f"http://127.0.0.1:{port}/v3.1/send"
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with http.post(url, data=data, headers=AUTH if headers is None else headers) as answer:
-        raw = await answer.read()
-        seen = HttpResponse(answer.status, {k.lower(): v for k, v in answer.headers.items()}, raw)
-        return seen, orjson.loads(raw)
-
-
-async def listed(http: aiohttp.ClientSession, port: int) -> list[dict[str, Any]]:
-    async with http.get(f"http://127.0.0.1:{port}/_emulator/messages") as response:
-        assert response.status == 200
-        messages: list[dict[str, Any]] = await response.json()
-        return messages
+    seen = await post_to(http, port, "/v3.1/send", body, AUTH if headers is None else headers)
+    return seen, orjson.loads(seen.body)
 
 
 def addresses(items: list[dict[str, str]]) -> tuple[Address, ...]:
@@ -123,7 +80,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    (stored,) = await listed(http, emulator.port)
+    (stored,) = await read_back(http, emulator.port)
     assert result.vendor_message_id == stored["id"]
     (entry,) = stored["body"]["Messages"]
     assert Address(entry["From"]["Email"], entry["From"]["Name"]) == sent.sender

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import base64
 import email.utils
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft4Validator  # type: ignore[import-untyped]
+import vendor_kit
+from vendor_kit import (
+    NOW,
+    PDF,
+    PNG,
+    FakeTransport,
+    endpoint,
+    json_of,
+    json_schema,
+    load_contract,
+    minimal_message,
+    validate,
+    vendor_factory,
+)
 
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import (
-    AttemptResult,
-    HttpRequest,
-    HttpResponse,
-    Outcome,
-    TransportError,
-)
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
 from mailmux.vendors.postmark import PostmarkVendor
 
-CONTRACT = Path(__file__).parent / "contracts" / "postmark.send.json"
-NOW = 1_800_000_000.0
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
+CONTRACT = load_contract("postmark.send.json")
+REQUEST_SCHEMA = json_schema(endpoint(CONTRACT, "POST", "/email")["request"])
 OK = orjson.dumps(
     {
         "To": "ana@example.org",
@@ -34,72 +39,19 @@ OK = orjson.dumps(
         "Message": "OK",
     }
 )
+ACCEPTED = HttpResponse(200, {}, OK)
+
+#: Postmark takes one tag per message: the rich message repeats its one tag.
+rich_message = partial(vendor_kit.rich_message, tags=("receipt", "receipt"))
 
 
-class FakeTransport:
-    """Answers every request with one canned response (or error) and remembers the requests."""
-
-    def __init__(
-        self, response: HttpResponse | None = None, error: TransportError | None = None
-    ) -> None:
-        self.response = response or HttpResponse(200, {}, OK)
-        self.error = error
-        self.calls: list[tuple[HttpRequest, float]] = []
-
-    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        self.calls.append((request, timeout))
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-    async def close(self) -> None:
-        pass
-
-
-def vendor(transport: FakeTransport | None = None) -> PostmarkVendor:
-    postmark = PostmarkVendor(
-        "tx", transport or FakeTransport(), api_key="server-token-1", base_url="http://pm.test/"
-    )
-    postmark.clock = lambda: NOW
-    return postmark
-
-
-def rich_message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Ålander"),
-        "to": (Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("support@example.com", "Support ✉"),),
-        "subject": "Your receipt — №42 ✓",
-        "text": "Thanks for your order.\n",
-        "html": '<p>Thanks! <img src="cid:logo@x"></p>',
-        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        "tags": ("receipt", "receipt"),
-        "metadata": {"order_id": "42", "customer": "c-7"},
-        "idempotency_key": "order-42",
-    }
-    fields.update(changes)
-    return Message(**fields)
+vendor = vendor_factory(
+    PostmarkVendor, "tx", ACCEPTED, api_key="server-token-1", base_url="http://pm.test/"
+)
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    decoded: dict[str, Any] = orjson.loads(vendor().build_request(message).body)
-    return decoded
-
-
-@pytest.fixture(scope="module")
-def request_schema() -> Draft4Validator:
-    contract = orjson.loads(CONTRACT.read_bytes())
-    (endpoint,) = [
-        e for e in contract["endpoints"] if (e["method"], e["path"]) == ("POST", "/email")
-    ]
-    schema = endpoint["request"]["content"]["application/json"]["schema"]
-    return Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+    return json_of(vendor().build_request(message))
 
 
 # -- Message → request ------------------------------------------------------
@@ -147,7 +99,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field() -> None:
-    message = Message(sender=Address("a@example.com"), to=(Address("b@example.com"),), text="x")
+    message = minimal_message(subject="")
     assert body_of(message) == {"From": "a@example.com", "To": "b@example.com", "TextBody": "x"}
 
 
@@ -176,25 +128,23 @@ def test_raw_mime_is_fine_when_a_body_was_parsed_from_it() -> None:
     [
         rich_message(),
         rich_message(reply_to=(), headers={}, attachments=(), tags=(), metadata={}),
-        Message(sender=Address("a@example.com"), to=(Address("b@example.com"),), html="<b>x"),
+        minimal_message(subject="", text=None, html="<b>x"),
     ],
     ids=["rich", "plain", "minimal"],
 )
-def test_request_bodies_validate_against_postmark_s_schema(
-    message: Message, request_schema: Draft4Validator
-) -> None:
-    assert [e.message for e in request_schema.iter_errors(body_of(message))] == []
+def test_request_bodies_validate_against_postmark_s_schema(message: Message) -> None:
+    assert validate(REQUEST_SCHEMA, body_of(message)) == []
 
 
 def test_the_contract_copy_still_cites_its_source() -> None:
-    source = orjson.loads(CONTRACT.read_bytes())["x-contract"]["source"]
+    source = CONTRACT["x-contract"]["source"]
     assert source["repo"] == "APIs-guru/openapi-directory"
     assert "postmarkapp.com" in source["path"]
 
 
 def test_an_empty_api_key_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="api_key"):
-        PostmarkVendor("tx", FakeTransport(), api_key="")
+        PostmarkVendor("tx", FakeTransport(ACCEPTED), api_key="")
 
 
 # -- what Postmark cannot carry ----------------------------------------------------
@@ -224,7 +174,7 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(message, timeout=5.0)
 
     assert result.outcome is Outcome.UNSUPPORTED
@@ -244,7 +194,7 @@ def test_fifty_recipients_and_a_1000_character_tag_are_fine() -> None:
 
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(rich_message(), timeout=3.5)
 
     assert result == AttemptResult(
@@ -260,7 +210,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
 async def test_transport_errors_map_on_whether_the_request_left(
     sent: bool, outcome: Outcome
 ) -> None:
-    transport = FakeTransport(error=TransportError("boom", sent=sent))
+    transport = FakeTransport(TransportError("boom", sent=sent))
     result = await vendor(transport).send(rich_message(), timeout=1.0)
     assert result == AttemptResult(outcome, reason="boom")
 

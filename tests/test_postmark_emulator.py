@@ -5,65 +5,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    quoted_names_message,
+    read_back,
+    set_faults,
+    vendor_fixture,
+)
 
 from mailmux.emulator import Emulator
-from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AiohttpTransport, Outcome
+from mailmux.message import Address, Attachment
+from mailmux.vendors.base import Outcome
 from mailmux.vendors.postmark import PostmarkVendor
 
 TOKEN = "server-token-emulator-5678"
-TIMEOUT = 5.0
-PNG = b"\x89PNG\r\n\x1a\n-logo"
 
-
-def rich_message() -> Message:
-    return Message(
-        sender=Address("noreply@example.com", "Zoë Shop, Inc."),
-        to=(Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        cc=(Address("chen@example.com", "陈伟"),),
-        bcc=(Address("audit@example.com"),),
-        reply_to=(Address("help@example.com", 'The "Help" Desk'),),
-        subject="Receipt №42 ✓",
-        text="Thanks.\n",
-        html='<p>Thanks. <img src="cid:logo@x"></p>',
-        headers={"X-Order": "42", "List-Unsubscribe": "<mailto:u@example.com>"},
-        attachments=(
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.txt", "déjà payé".encode(), "text/plain"),
-        ),
-        tags=("receipt",),
-        metadata={"order_id": "42", "customer": "c-7"},
-    )
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("postmark")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[PostmarkVendor]:
-    postmark = PostmarkVendor(
-        "tx", AiohttpTransport(), api_key=TOKEN, base_url=f"http://127.0.0.1:{emulator.port}"
-    )
-    yield postmark
-    await postmark.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+emulator = emulator_fixture("postmark")
+vendor = vendor_fixture(PostmarkVendor, "tx", api_key=TOKEN)
+http = http_fixture()
+#: Postmark takes one tag per message.
+rich_message = partial(quoted_names_message, tags=("receipt",))
 
 
 def url(emulator: Emulator) -> str:
@@ -95,8 +65,7 @@ async def test_a_rich_message_reads_back_field_by_field(
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    async with http.get(f"http://127.0.0.1:{emulator.port}/_emulator/messages") as response:
-        (stored,) = await response.json()
+    (stored,) = await read_back(http, emulator.port)
     assert result.vendor_message_id == stored["id"]
     assert stored["headers"]["x-postmark-server-token"] == "…5678"
     assert stored["headers"]["accept"] == "application/json"
@@ -194,13 +163,6 @@ async def test_a_body_that_is_not_json_typed_is_error_code_409(
 
 
 # -- faults ------------------------------------------------------------------------------
-
-
-async def set_faults(http: aiohttp.ClientSession, port: int, faults: dict[str, Any]) -> None:
-    async with http.post(
-        f"http://127.0.0.1:{port}/_emulator/faults", data=orjson.dumps(faults)
-    ) as response:
-        assert response.status == 200, await response.text()
 
 
 async def test_an_injected_503_has_postmark_s_body_and_is_retriable(

@@ -5,106 +5,42 @@ from __future__ import annotations
 import base64
 import email.utils
 from email.header import decode_header, make_header
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from vendor_kit import (
+    NOW,
+    PDF,
+    FakeTransport,
+    endpoint,
+    json_of,
+    json_schema,
+    load_contract,
+    minimal_message,
+    rich_message,
+    validate,
+    vendor_factory,
+)
 
 from mailmux import __version__
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import (
-    AttemptResult,
-    HttpRequest,
-    HttpResponse,
-    Outcome,
-    TransportError,
-)
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
 from mailmux.vendors.resend import ResendVendor
 
-CONTRACT = Path(__file__).parent / "contracts" / "resend.send.json"
-NOW = 1_800_000_000.0
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
+CONTRACT = load_contract("resend.send.json")
+REQUEST_SCHEMA = json_schema(endpoint(CONTRACT, "POST", "/emails")["request"])
 EMAIL_ID = "49a3999c-0ce1-4ea6-ab68-afcd6dc2e794"
+ACCEPTED = HttpResponse(200, {}, orjson.dumps({"id": EMAIL_ID}))
 
 
-class FakeTransport:
-    """Answers every request with one canned response (or error) and remembers the requests."""
-
-    def __init__(
-        self, response: HttpResponse | None = None, error: TransportError | None = None
-    ) -> None:
-        self.response = response or HttpResponse(200, {}, orjson.dumps({"id": EMAIL_ID}))
-        self.error = error
-        self.calls: list[tuple[HttpRequest, float]] = []
-
-    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        self.calls.append((request, timeout))
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-    async def close(self) -> None:
-        pass
-
-
-def vendor(transport: FakeTransport | None = None) -> ResendVendor:
-    resend = ResendVendor(
-        "backup", transport or FakeTransport(), api_key="re_test_key", base_url="https://r.test/"
-    )
-    resend.clock = lambda: NOW
-    return resend
-
-
-def rich_message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Ålander"),
-        "to": (Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("support@example.com", "Support ✉"),),
-        "subject": "Your receipt — №42 ✓",
-        "text": "Thanks for your order.\n",
-        "html": '<p>Thanks! <img src="cid:logo@x"></p>',
-        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        "tags": ("receipt", "spring", "receipt"),
-        "metadata": {"order_id": "42", "customer": "c-7"},
-        "idempotency_key": "order-42",
-    }
-    fields.update(changes)
-    return Message(**fields)
-
-
-def minimal_message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("a@example.com"),
-        "to": (Address("b@example.com"),),
-        "subject": "Hi",
-        "text": "x",
-    }
-    fields.update(changes)
-    return Message(**fields)
+vendor = vendor_factory(
+    ResendVendor, "backup", ACCEPTED, api_key="re_test_key", base_url="https://r.test/"
+)
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    decoded: dict[str, Any] = orjson.loads(vendor().build_request(message).body)
-    return decoded
-
-
-@pytest.fixture(scope="module")
-def request_schema() -> Draft202012Validator:
-    contract = orjson.loads(CONTRACT.read_bytes())
-    (endpoint,) = [
-        e for e in contract["endpoints"] if (e["method"], e["path"]) == ("POST", "/emails")
-    ]
-    schema = endpoint["request"]["content"]["application/json"]["schema"]
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return json_of(vendor().build_request(message))
 
 
 # -- Message → request ------------------------------------------------------------
@@ -206,18 +142,14 @@ def test_raw_mime_is_sent_from_its_parsed_fields() -> None:
     ],
     ids=["rich", "minimal", "fifty-to"],
 )
-def test_request_bodies_validate_against_the_official_contract(
-    message: Message, request_schema: Draft202012Validator
-) -> None:
-    errors = [error.message for error in request_schema.iter_errors(body_of(message))]
-    assert errors == []
+def test_request_bodies_validate_against_the_official_contract(message: Message) -> None:
+    assert validate(REQUEST_SCHEMA, body_of(message)) == []
 
 
 def test_the_contract_copy_still_cites_its_source() -> None:
-    contract = orjson.loads(CONTRACT.read_bytes())
-    assert contract["x-contract"]["source"]["repo"] == "resend/resend-openapi"
-    assert contract["x-contract"]["source"]["license"].startswith("MIT")
-    (send,) = [e for e in contract["endpoints"] if e["path"] == "/emails"]
+    assert CONTRACT["x-contract"]["source"]["repo"] == "resend/resend-openapi"
+    assert CONTRACT["x-contract"]["source"]["license"].startswith("MIT")
+    (send,) = [e for e in CONTRACT["endpoints"] if e["path"] == "/emails"]
     assert [p["name"] for p in send["parameters"]] == ["Idempotency-Key"]
 
 
@@ -278,7 +210,7 @@ def test_the_contract_copy_still_cites_its_source() -> None:
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(message, timeout=5.0)
 
     assert result.outcome is Outcome.UNSUPPORTED
@@ -296,7 +228,7 @@ def test_the_longest_idempotency_key_is_sent() -> None:
 
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(rich_message(), timeout=3.5)
 
     assert result == AttemptResult(Outcome.ACCEPTED, vendor_message_id=EMAIL_ID, status=200)
@@ -311,14 +243,14 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
 async def test_transport_errors_map_on_whether_the_request_left(
     sent: bool, outcome: Outcome
 ) -> None:
-    transport = FakeTransport(error=TransportError("boom", sent=sent))
+    transport = FakeTransport(TransportError("boom", sent=sent))
     result = await vendor(transport).send(rich_message(), timeout=1.0)
     assert result == AttemptResult(outcome, reason="boom")
 
 
 def test_an_empty_api_key_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="api_key"):
-        ResendVendor("backup", FakeTransport(), api_key="")
+        ResendVendor("backup", FakeTransport(ACCEPTED), api_key="")
 
 
 # -- response → outcome ---------------------------------------------------------------

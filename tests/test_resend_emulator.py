@@ -5,47 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from email.header import decode_header, make_header
 from email.utils import parseaddr
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    json_reply,
+    numbered_message,
+    post_to,
+    read_back,
+    set_faults,
+    vendor_fixture,
+)
+from vendor_kit import PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.emulator import resend as resend_shape
-from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AiohttpTransport, Outcome
+from mailmux.message import Address, Attachment
+from mailmux.vendors.base import Outcome
 from mailmux.vendors.resend import ResendVendor
 
 API_KEY = "re_emulator_test_key"
-TIMEOUT = 5.0
-PNG = b"\x89PNG\r\n\x1a\n-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
 
-
-def rich_message(n: int = 0, **changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Shop"),
-        "to": (Address(f"ana{n}@example.org", "Ana María"), Address("bo@example.net", "Bo, Jr.")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("help@example.com", "Help ✉"), Address("desk@example.com")),
-        "subject": f"Receipt №{n}",
-        "text": "Thanks.\n",
-        "html": '<p>Thanks. <img src="cid:logo@x"></p>',
-        "headers": {"X-Order": str(n), "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        "tags": ("receipt", "eu"),
-        "metadata": {"order": str(n), "customer": "c-7"},
-    }
-    fields.update(changes)
-    return Message(**fields)
+emulator = emulator_fixture("resend")
+vendor = vendor_fixture(ResendVendor, "backup", api_key=API_KEY)
+http = http_fixture()
 
 
 def mailbox(text: str) -> Address:
@@ -54,36 +43,11 @@ def mailbox(text: str) -> Address:
     return Address(addr, str(make_header(decode_header(name))) or None)
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("resend")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[ResendVendor]:
-    resend = ResendVendor(
-        "backup", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{emulator.port}"
-    )
-    yield resend
-    await resend.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def post(
     http: aiohttp.ClientSession, port: int, body: Any, headers: dict[str, str]
 ) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with http.post(f"http://127.0.0.1:{port}/emails", data=data, headers=headers) as answer:
-        assert answer.content_type == "application/json"
-        return answer.status, await answer.json()
+    answer = await post_to(http, port, "/emails", body, headers)
+    return answer.status, json_reply(answer)
 
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
@@ -96,12 +60,11 @@ VALID = {"from": "a@example.com", "to": "b@example.com", "subject": "s", "text":
 async def test_a_rich_message_arrives_field_by_field(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
-    sent = rich_message()
+    sent = numbered_message()
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    async with http.get(f"http://127.0.0.1:{emulator.port}/_emulator/messages") as response:
-        (stored,) = await response.json()
+    (stored,) = await read_back(http, emulator.port)
     assert stored["id"] == result.vendor_message_id
     assert stored["headers"]["authorization"] == "Bearer …_key"
     assert stored["headers"]["user-agent"].startswith("mailmux/")
@@ -129,8 +92,8 @@ async def test_a_rich_message_arrives_field_by_field(
 async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
-    first = await vendor.send(rich_message(idempotency_key="order-1"), TIMEOUT)
-    again = await vendor.send(rich_message(idempotency_key="order-1"), TIMEOUT)
+    first = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
+    again = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
 
     assert first.outcome is again.outcome is Outcome.ACCEPTED
     assert again.vendor_message_id == first.vendor_message_id
@@ -138,11 +101,11 @@ async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
     assert stored.id == first.vendor_message_id
     assert stored.headers["idempotency-key"] == "order-1"
 
-    other = await vendor.send(rich_message(2, idempotency_key="order-1"), TIMEOUT)
+    other = await vendor.send(numbered_message(2, idempotency_key="order-1"), TIMEOUT)
     assert (other.outcome, other.status) == (Outcome.PERMANENT, 409)
     assert other.reason.startswith("invalid_idempotent_request: ")
 
-    fresh = await vendor.send(rich_message(2, idempotency_key="order-2"), TIMEOUT)
+    fresh = await vendor.send(numbered_message(2, idempotency_key="order-2"), TIMEOUT)
     assert fresh.vendor_message_id not in (None, first.vendor_message_id)
     assert len(emulator.messages) == 2
 
@@ -308,10 +271,8 @@ async def test_the_sdk_reads_injected_faults_as_resend_s_errors(
 async def test_injected_503_is_retriable_in_resend_words(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
-    url = f"http://127.0.0.1:{emulator.port}/_emulator/faults"
-    async with http.post(url, json={"status": 503}) as response:
-        assert response.status == 200
-    result = await vendor.send(rich_message(), TIMEOUT)
+    await set_faults(http, emulator.port, {"status": 503})
+    result = await vendor.send(numbered_message(), TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "application_error: Emulated fault."
@@ -321,10 +282,8 @@ async def test_injected_503_is_retriable_in_resend_words(
 async def test_injected_429_is_rate_limited_with_retry_after(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
-    url = f"http://127.0.0.1:{emulator.port}/_emulator/faults"
-    async with http.post(url, json={"status": 429, "retry_after": 7}) as response:
-        assert response.status == 200
-    result = await vendor.send(rich_message(), TIMEOUT)
+    await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
+    result = await vendor.send(numbered_message(), TIMEOUT)
 
     assert (result.outcome, result.status, result.retry_after) == (
         Outcome.RATE_LIMITED,
@@ -338,6 +297,6 @@ async def test_an_injected_409_is_an_idempotent_request_still_in_flight(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
     emulator.set_faults(Faults(status=409))
-    result = await vendor.send(rich_message(idempotency_key="order-9"), TIMEOUT)
+    result = await vendor.send(numbered_message(idempotency_key="order-9"), TIMEOUT)
     assert (result.outcome, result.status) == (Outcome.AMBIGUOUS, 409)
     assert result.reason.startswith("concurrent_idempotent_requests")

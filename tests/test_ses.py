@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
-import os
 import re
 import sys
 from email import message_from_bytes, policy
@@ -20,94 +19,45 @@ import pytest
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.validate import ParamValidator  # type: ignore[import-untyped]
+from vendor_kit import (
+    NOW,
+    PDF,
+    PNG,
+    FakeTransport,
+    json_of,
+    load_contract,
+    minimal_message,
+    no_aws_environment,
+    rich_message,
+    vendor_factory,
+)
 
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
-from mailmux.vendors.base import (
-    AttemptResult,
-    HttpRequest,
-    HttpResponse,
-    Outcome,
-    TransportError,
-)
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
 from mailmux.vendors.ses import QUOTA_RETRY_AFTER, SesVendor
 
-CONTRACT = Path(__file__).parent / "contracts" / "sesv2.send.ref.json"
-NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+CONTRACT = load_contract("sesv2.send.ref.json")
 KEY_ID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
 MODEL = botocore.session.get_session().get_service_model("sesv2")
 SEND_EMAIL = MODEL.operation_model("SendEmail")
-
-
-class FakeTransport:
-    """Answers every request with one canned response (or error) and remembers the requests."""
-
-    def __init__(
-        self, response: HttpResponse | None = None, error: TransportError | None = None
-    ) -> None:
-        self.response = response or HttpResponse(200, {}, b'{"MessageId": "ses-1"}')
-        self.error = error
-        self.calls: list[tuple[HttpRequest, float]] = []
-
-    async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        self.calls.append((request, timeout))
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-    async def close(self) -> None:
-        pass
+ACCEPTED = HttpResponse(200, {}, b'{"MessageId": "ses-1"}')
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An AWS environment with nothing in it: no keys, no profiles, no instance role.
-
-    Returns the shared config file's path (absent until a test writes it)."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return tmp_path / "config"
+    """An AWS environment with nothing in it; the shared config file's path, unwritten."""
+    return no_aws_environment(monkeypatch, tmp_path)
 
 
-def vendor(transport: FakeTransport | None = None, **settings: Any) -> SesVendor:
-    settings = {"access_key_id": KEY_ID, "secret_access_key": SECRET, **settings}
-    ses = SesVendor("aws", transport or FakeTransport(), region="eu-west-1", **settings)
-    ses.clock = lambda: NOW
-    return ses
-
-
-def rich_message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("noreply@example.com", "Zoë Ålander"),
-        "to": (Address("ana@example.org", "Ana María"), Address("bo@example.net")),
-        "cc": (Address("chen@example.com", "陈伟"),),
-        "bcc": (Address("audit@example.com"),),
-        "reply_to": (Address("support@example.com", "Support ✉"),),
-        "subject": "Your receipt — №42 ✓",
-        "text": "Thanks for your order.\n",
-        "html": '<p>Thanks! <img src="cid:logo@x"></p>',
-        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
-        "attachments": (
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        "tags": ("receipt", "spring", "receipt"),
-        "metadata": {"order_id": "42", "customer": "c-7"},
-        "idempotency_key": "order-42",
-    }
-    fields.update(changes)
-    return Message(**fields)
+vendor = vendor_factory(
+    SesVendor, "aws", ACCEPTED, region="eu-west-1", access_key_id=KEY_ID, secret_access_key=SECRET
+)
 
 
 def body_of(message: Message, ses: SesVendor | None = None) -> dict[str, Any]:
-    decoded: dict[str, Any] = orjson.loads((ses or vendor()).build_request(message).body)
-    return decoded
+    return json_of((ses or vendor()).build_request(message))
 
 
 def raw_of(body: dict[str, Any]) -> bytes:
@@ -159,9 +109,8 @@ def assert_valid(body: dict[str, Any]) -> None:
 
 
 def test_the_contract_pointer_cites_botocore_and_matches_the_installed_model() -> None:
-    contract = orjson.loads(CONTRACT.read_bytes())
-    assert contract["x-contract"]["source"]["package"] == "botocore (PyPI)"
-    verified = contract["x-contract"]["verified"]
+    assert CONTRACT["x-contract"]["source"]["package"] == "botocore (PyPI)"
+    verified = CONTRACT["x-contract"]["verified"]
     assert verified["http"] == "POST /v2/email/outbound-emails"
     assert (SEND_EMAIL.http["method"], SEND_EMAIL.http["requestUri"]) == (
         "POST",
@@ -267,9 +216,7 @@ def test_base_url_replaces_the_regional_endpoint() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field() -> None:
-    message = Message(
-        sender=Address("a@example.com"), to=(Address("b@example.com"),), subject="Hi", html="<b>x"
-    )
+    message = minimal_message(text=None, html="<b>x")
     assert body_of(message) == {
         "FromEmailAddress": "a@example.com",
         "Destination": {"ToAddresses": ["b@example.com"]},
@@ -472,7 +419,7 @@ def test_the_model_check_catches_what_ses_would_refuse() -> None:
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     result = await vendor(transport).send(message, timeout=5.0)
 
     assert result.outcome is Outcome.UNSUPPORTED
@@ -515,7 +462,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_message_id(
 async def test_transport_errors_map_on_whether_the_request_left(
     sent: bool, outcome: Outcome
 ) -> None:
-    transport = FakeTransport(error=TransportError("boom", sent=sent))
+    transport = FakeTransport(TransportError("boom", sent=sent))
     result = await vendor(transport).send(rich_message(), timeout=1.0)
     assert result == AttemptResult(outcome, reason="boom")
 
@@ -551,7 +498,7 @@ def test_configured_keys_win_over_the_environment(
 
 def test_no_credentials_anywhere_is_a_configuration_error(aws_env: Path) -> None:
     with pytest.raises(ValueError, match="vendor 'aws': no AWS credentials"):
-        SesVendor("aws", FakeTransport(), region="eu-west-1")
+        SesVendor("aws", FakeTransport(ACCEPTED), region="eu-west-1")
 
 
 @pytest.mark.parametrize(
@@ -567,7 +514,7 @@ def test_half_a_key_pair_or_no_region_is_a_configuration_error(
     aws_env: Path, settings: dict[str, Any]
 ) -> None:
     with pytest.raises(ValueError, match="vendor 'aws': SES needs"):
-        SesVendor("aws", FakeTransport(), **settings)
+        SesVendor("aws", FakeTransport(ACCEPTED), **settings)
 
 
 def test_an_unknown_profile_is_a_configuration_error(
@@ -575,7 +522,7 @@ def test_an_unknown_profile_is_a_configuration_error(
 ) -> None:
     monkeypatch.setenv("AWS_PROFILE", "nope")
     with pytest.raises(ValueError, match="could not be loaded"):
-        SesVendor("aws", FakeTransport(), region="eu-west-1")
+        SesVendor("aws", FakeTransport(ACCEPTED), region="eu-west-1")
 
 
 @pytest.fixture
@@ -604,7 +551,7 @@ def process_credentials(aws_env: Path, tmp_path: Path) -> Path:
 async def test_refreshable_credentials_are_refreshed_before_they_expire(
     process_credentials: Path,
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     ses = SesVendor("aws", transport, region="eu-west-1")
     assert (process_credentials / "count").read_text() == "1"
 
@@ -621,7 +568,7 @@ async def test_refreshable_credentials_are_refreshed_before_they_expire(
 async def test_credentials_that_cannot_be_refreshed_are_vendor_config(
     process_credentials: Path,
 ) -> None:
-    transport = FakeTransport()
+    transport = FakeTransport(ACCEPTED)
     ses = SesVendor("aws", transport, region="eu-west-1")
     (process_credentials / "fail").touch()
 

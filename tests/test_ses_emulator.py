@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import os
-import random
-from collections.abc import AsyncIterator
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -16,18 +13,31 @@ import aiohttp
 import boto3  # type: ignore[import-untyped]
 import orjson
 import pytest
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    post_to,
+    read_back,
+    set_faults,
+    vendor_fixture,
+)
+from vendor_kit import PDF, PNG, no_aws_environment
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
-from mailmux.vendors.base import AiohttpTransport, HttpResponse, Outcome
+from mailmux.vendors.base import HttpResponse, Outcome
 from mailmux.vendors.ses import SesVendor
 
-TIMEOUT = 5.0
 KEY_ID = "AKIAEMULATORTEST"
 SECRET = "emulator-secret"
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
+
+emulator = emulator_fixture("ses", seed=7)
+vendor = vendor_fixture(
+    SesVendor, "aws", region="us-east-1", access_key_id=KEY_ID, secret_access_key=SECRET
+)
+http = http_fixture()
 
 
 def message(**changes: Any) -> Message:
@@ -53,65 +63,16 @@ def message(**changes: Any) -> Message:
 
 
 @pytest.fixture(autouse=True)
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Neither the vendor nor boto3 may pick up endpoints or keys from this machine."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("ses", rng=random.Random(7))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[SesVendor]:
-    ses = SesVendor(
-        "aws",
-        AiohttpTransport(),
-        region="us-east-1",
-        access_key_id=KEY_ID,
-        secret_access_key=SECRET,
-        base_url=f"http://127.0.0.1:{emulator.port}",
-    )
-    yield ses
-    await ses.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def stored(http: aiohttp.ClientSession, port: int) -> list[dict[str, Any]]:
-    async with http.get(f"http://127.0.0.1:{port}/_emulator/messages") as response:
-        assert response.status == 200
-        listed: list[dict[str, Any]] = orjson.loads(await response.read())
-        return listed
+    no_aws_environment(monkeypatch, tmp_path)
 
 
 async def post(
     http: aiohttp.ClientSession, port: int, body: Any, headers: dict[str, str]
 ) -> HttpResponse:
     """A hand-made SendEmail request, answered as the adapter's transport would see it."""
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    url = f"http://127.0.0.1:{port}/v2/email/outbound-emails"
-    async with http.post(url, data=data, headers=headers) as response:
-        lowered = {k.lower(): v for k, v in response.headers.items()}
-        return HttpResponse(response.status, lowered, await response.read())
-
-
-async def set_faults(http: aiohttp.ClientSession, port: int, faults: dict[str, Any]) -> None:
-    url = f"http://127.0.0.1:{port}/_emulator/faults"
-    async with http.post(url, data=orjson.dumps(faults)) as response:
-        assert response.status == 200, await response.text()
+    return await post_to(http, port, "/v2/email/outbound-emails", body, headers)
 
 
 def mailbox(text: str) -> Address:
@@ -145,7 +106,7 @@ async def test_simple_round_trip_reads_back_field_by_field(
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    (record,) = await stored(http, emulator.port)
+    (record,) = await read_back(http, emulator.port)
     assert record["id"] == result.vendor_message_id
     body = record["body"]
     assert mailbox(body["FromEmailAddress"]) == sent.sender
@@ -200,7 +161,7 @@ async def test_raw_round_trip_reads_back_the_same_message(
     result = await vendor.send(sent, TIMEOUT)
 
     assert result.outcome is Outcome.ACCEPTED
-    (record,) = await stored(http, emulator.port)
+    (record,) = await read_back(http, emulator.port)
     assert record["id"] == result.vendor_message_id
     body = record["body"]
     raw = base64.b64decode(body["Content"]["Raw"]["Data"])
@@ -264,7 +225,7 @@ async def test_boto3_sends_simple_content(emulator: Emulator, http: aiohttp.Clie
     )
     client.close()
 
-    (record,) = await stored(http, emulator.port)
+    (record,) = await read_back(http, emulator.port)
     assert answer["MessageId"] == record["id"]
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
     body = record["body"]
@@ -287,7 +248,7 @@ async def test_boto3_sends_raw_content(emulator: Emulator, http: aiohttp.ClientS
     answer = await asyncio.to_thread(client.send_email, Content={"Raw": {"Data": raw}})
     client.close()
 
-    (record,) = await stored(http, emulator.port)
+    (record,) = await read_back(http, emulator.port)
     assert answer["MessageId"] == record["id"]
     assert base64.b64decode(record["body"]["Content"]["Raw"]["Data"]) == raw
 

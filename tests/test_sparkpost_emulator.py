@@ -5,44 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from email.header import decode_header, make_header
 from email.utils import getaddresses
+from functools import partial
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from emulator_kit import (
+    TIMEOUT,
+    emulator_fixture,
+    http_fixture,
+    json_reply,
+    numbered_message,
+    post_to,
+    read_back,
+    set_faults,
+    vendor_fixture,
+)
+from vendor_kit import PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Message
 from mailmux.vendors.base import AiohttpTransport, Outcome
 from mailmux.vendors.sparkpost import SparkPostVendor
 
 API_KEY = "sp-emulator-test-key"
-TIMEOUT = 5.0
-PNG = b"\x89PNG\r\n\x1a\n-logo"
-PDF = b"%PDF-1.4\n% receipt\n"
 
-
-def rich_message() -> Message:
-    return Message(
-        sender=Address("noreply@example.com", "Zoë Shop"),
-        to=(Address("ana@example.org", "Ana María"), Address("bo@example.net", "Bo, Jr.")),
-        cc=(Address("chen@example.com", "陈伟"),),
-        bcc=(Address("audit@example.com"),),
-        reply_to=(Address("help@example.com", "Help ✉"), Address("desk@example.com")),
-        subject="Receipt №1",
-        text="Thanks.\n",
-        html='<p>Thanks. <img src="cid:logo@x"></p>',
-        headers={"X-Order": "1", "List-Unsubscribe": "<mailto:u@example.com>"},
-        attachments=(
-            Attachment("logo.png", PNG, "image/png", inline=True, content_id="logo@x"),
-            Attachment("reçu.pdf", PDF, "application/pdf"),
-        ),
-        tags=("receipt", "eu"),
-        metadata={"order": "1", "customer": "c-7"},
-    )
+emulator = emulator_fixture("sparkpost")
+vendor = vendor_fixture(SparkPostVendor, "backup", api_key=API_KEY)
+http = http_fixture()
+rich_message = partial(numbered_message, 1)
 
 
 def addresses(header: str) -> list[Address]:
@@ -53,36 +47,11 @@ def addresses(header: str) -> list[Address]:
     ]
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("sparkpost")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[SparkPostVendor]:
-    sparkpost = SparkPostVendor(
-        "backup", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{emulator.port}"
-    )
-    yield sparkpost
-    await sparkpost.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def post(
     http: aiohttp.ClientSession, port: int, body: Any, headers: dict[str, str]
 ) -> tuple[int, Any]:
-    url = f"http://127.0.0.1:{port}/api/v1/transmissions"
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with http.post(url, data=data, headers=headers) as response:
-        return response.status, await response.json()
+    answer = await post_to(http, port, "/api/v1/transmissions", body, headers)
+    return answer.status, json_reply(answer)
 
 
 # -- round trip -----------------------------------------------------------------------
@@ -95,8 +64,7 @@ async def test_a_rich_message_arrives_field_by_field(
     result = await vendor.send(sent, TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
-    async with http.get(f"http://127.0.0.1:{emulator.port}/_emulator/messages") as response:
-        (stored,) = await response.json()
+    (stored,) = await read_back(http, emulator.port)
     assert stored["id"] == result.vendor_message_id
     assert stored["headers"]["authorization"] == "…-key"
     body = stored["body"]
@@ -335,9 +303,7 @@ async def test_the_sdk_reads_an_injected_plan_limit_as_sparkpost_s_error(
 async def test_injected_503_is_retriable_in_sparkpost_words(
     emulator: Emulator, vendor: SparkPostVendor, http: aiohttp.ClientSession
 ) -> None:
-    url = f"http://127.0.0.1:{emulator.port}/_emulator/faults"
-    async with http.post(url, json={"status": 503}) as response:
-        assert response.status == 200
+    await set_faults(http, emulator.port, {"status": 503})
     result = await vendor.send(rich_message(), TIMEOUT)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
@@ -355,9 +321,7 @@ async def test_injected_429_and_420_are_rate_limited_with_retry_after(
     status: int,
     words: str,
 ) -> None:
-    url = f"http://127.0.0.1:{emulator.port}/_emulator/faults"
-    async with http.post(url, json={"status": status, "retry_after": 7}) as response:
-        assert response.status == 200
+    await set_faults(http, emulator.port, {"status": status, "retry_after": 7})
     result = await vendor.send(rich_message(), TIMEOUT)
 
     assert (result.outcome, result.status, result.retry_after) == (
