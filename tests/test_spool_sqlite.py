@@ -171,6 +171,136 @@ async def test_close_commits_pending_write_behind(
     assert counts[MessageState.SENT] == 100
 
 
+LONG_LINGER = 10.0  # far longer than any test may take: waiting for it would show
+
+
+async def on_disk(make_store: StoreFactory, *message_ids: str) -> list[str]:
+    """Which of `message_ids` a second store (reading only the file) finds."""
+    reader = make_store()
+    await reader.open()
+    return [message_id for message_id in message_ids if await reader.get(message_id) is not None]
+
+
+async def next_commit(store: SqliteStore, before: int) -> None:
+    """Watch the commit counter: the batch under test has no future to await."""
+    while store.commits == before:
+        await asyncio.sleep(0.001)
+
+
+async def test_write_behind_lingers_into_one_commit(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER)
+    await store.open()
+    before = store.commits
+
+    for i in range(50):
+        await store.insert(sent(f"m{i}"), received(f"m{i}"), durable=False)
+        await asyncio.sleep(0)  # loop turns in between: without a linger each could commit
+    await store.flush()
+
+    assert store.commits - before == 1
+    store = await reopen(store, make_store)
+    assert (await store.count_by_state())[MessageState.SENT] == 50
+    assert await store.get("m49") == (sent("m49"), received("m49"))
+
+
+async def test_full_write_behind_batch_starts_without_the_linger(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER, write_behind_batch=10)
+    await store.open()
+    before = store.commits
+
+    for i in range(10):
+        await store.insert(sent(f"m{i}"), [], durable=False)
+
+    await asyncio.wait_for(next_commit(store, before), timeout=2)
+    assert await on_disk(make_store, "m0", "m9") == ["m0", "m9"]
+
+
+async def test_lingering_write_behind_commits_on_its_own(make_store: StoreFactory) -> None:
+    store = make_store(write_behind_linger=0.01)
+    await store.open()
+    before = store.commits
+
+    await store.insert(sent("m"), [], durable=False)
+
+    await asyncio.wait_for(next_commit(store, before), timeout=2)  # nobody flushes
+    assert await on_disk(make_store, "m") == ["m"]
+
+
+async def test_durable_insert_does_not_wait_for_the_linger(make_store: StoreFactory) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER)
+    await store.open()
+    await store.insert(sent("behind"), received("behind"), durable=False)
+    before = store.commits
+
+    await asyncio.wait_for(
+        store.insert(queued("spooled"), [], payload=b"x", durable=True), timeout=2
+    )
+
+    assert store.commits - before == 1  # the lingering row rode along in the same commit
+    assert await on_disk(make_store, "behind", "spooled") == ["behind", "spooled"]
+
+
+async def test_flush_does_not_wait_for_the_linger(make_store: StoreFactory) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER)
+    await store.open()
+    await store.insert(sent("m"), received("m"), durable=False)
+
+    await asyncio.wait_for(store.flush(), timeout=2)
+
+    assert await on_disk(make_store, "m") == ["m"]
+
+
+async def test_close_persists_lingering_write_behind(make_store: StoreFactory) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER)
+    await store.open()
+    await store.insert(sent("m"), received("m"), durable=False)
+
+    await asyncio.wait_for(store.close(), timeout=2)
+
+    assert await on_disk(make_store, "m") == ["m"]
+
+
+async def test_conflicts_in_a_lingering_batch_spare_the_other_rows(
+    make_store: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_store(write_behind_linger=LONG_LINGER)
+    await store.open()
+    await store.insert(queued("a", key="dup"), [], payload=b"x", durable=True)
+    before = store.commits
+
+    for i in range(3):
+        await store.insert(sent(f"m{i}"), received(f"m{i}"), durable=False)
+    await store.insert(sent("b", key="dup"), received("b"), durable=False)  # key taken on disk
+    await store.insert(sent("c", key="fresh"), received("c"), durable=False)
+    await store.insert(sent("a"), received("a"), durable=False)  # id taken: fails alone
+    for i in range(3, 6):
+        await store.insert(sent(f"m{i}"), received(f"m{i}"), durable=False)
+    await store.flush()
+
+    assert store.commits - before == 1
+    store = await reopen(store, make_store)
+    for i in range(6):
+        assert await store.get(f"m{i}") == (sent(f"m{i}"), received(f"m{i}"))
+    assert await store.get("b") == (
+        dataclasses.replace(sent("b"), idempotency_key=None),
+        received("b"),
+    )
+    assert await store.get("c") == (sent("c", key="fresh"), received("c"))
+    assert await store.get("a") == (queued("a", key="dup"), [])
+    assert "idempotency key already held by a" in caplog.text
+    assert "message a: write-behind insert failed" in caplog.text
+
+
+@pytest.mark.parametrize("options", [{"write_behind_linger": -1.0}, {"write_behind_batch": 0}])
+def test_bad_write_behind_options_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="write_behind"):
+        SqliteStore("spool.db", **options)  # type: ignore[arg-type]
+
+
 async def test_idempotency_conflict_fails_only_its_caller(store: SqliteStore) -> None:
     await store.insert(queued("first", key="dup"), [], payload=b"x", durable=True)
 
