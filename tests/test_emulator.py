@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from emulator_kit import TIMEOUT, emulator_fixture, http_fixture, set_faults, vendor_fixture
 
 from mailmux.emulator import SHAPES, Emulator, FaultError, Faults
 from mailmux.message import Address, Attachment, Message
@@ -21,7 +20,10 @@ from mailmux.vendors.base import AiohttpTransport, Outcome
 from mailmux.vendors.sendgrid import SendGridVendor
 
 API_KEY = "SG.emulator-test-key"
-TIMEOUT = 5.0
+
+emulator = emulator_fixture("sendgrid", seed=20240601)
+vendor = vendor_fixture(SendGridVendor, "primary", api_key=API_KEY)
+http = http_fixture()
 
 
 def message(n: int = 0) -> Message:
@@ -40,29 +42,6 @@ def message(n: int = 0) -> Message:
     )
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = Emulator("sendgrid", rng=random.Random(20240601))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def vendor(emulator: Emulator) -> AsyncIterator[SendGridVendor]:
-    sendgrid = SendGridVendor(
-        "primary", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{emulator.port}"
-    )
-    yield sendgrid
-    await sendgrid.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def control(
     http: aiohttp.ClientSession, port: int, method: str, path: str, body: Any = None
 ) -> tuple[int, Any]:
@@ -70,11 +49,6 @@ async def control(
     async with http.request(method, f"http://127.0.0.1:{port}{path}", data=data) as response:
         raw = await response.read()
         return response.status, (orjson.loads(raw) if raw else None)
-
-
-async def set_faults(http: aiohttp.ClientSession, port: int, faults: dict[str, Any]) -> None:
-    status, answer = await control(http, port, "POST", "/_emulator/faults", faults)
-    assert status == 200, answer
 
 
 # -- the happy path --------------------------------------------------------------

@@ -25,12 +25,12 @@ from mailmux.emulator import Faults, SmtpEmulator
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
 from mailmux.vendors.base import AttemptResult, Outcome, UnsupportedFeature
-from mailmux.vendors.smtp import (
+from mailmux.vendors.smtp import SmtpVendor
+from mailmux.vendors.smtp_mapping import (
     DATA,
     EHLO,
     MAIL,
     Refusal,
-    SmtpVendor,
     build_envelope,
     classify_reply,
     queue_id,

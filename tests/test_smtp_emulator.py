@@ -21,7 +21,7 @@ import pytest
 
 from mailmux.cli import CliError, cmd_emulate
 from mailmux.emulator import Faults, SmtpEmulator
-from mailmux.emulator.smtp import reply_for_status
+from mailmux.emulator.smtp_session import reply_for_status
 from mailmux.message import Address, Message
 from mailmux.vendors.base import Outcome
 from mailmux.vendors.smtp import SmtpVendor

@@ -6,8 +6,9 @@
 """
 
 from mailmux.emulator.base import Received, Shape, ShapeFactory
+from mailmux.emulator.control import MAX_MESSAGES, StoredMessage
 from mailmux.emulator.faults import FaultError, Faults
-from mailmux.emulator.server import MAX_MESSAGES, Emulator, StoredMessage, run_emulator
+from mailmux.emulator.server import Emulator, run_emulator
 from mailmux.emulator.shapes import SHAPES
 from mailmux.emulator.smtp import SmtpEmulator
 

@@ -21,63 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import random
 import secrets
-import signal
 import socket
-import struct
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from mailmux.emulator.base import Received
-from mailmux.emulator.faults import FaultError, Faults
+from mailmux.emulator.control import MAX_MESSAGES, ControlledEmulator, add_control_routes
+from mailmux.emulator.faults import Faults
+from mailmux.emulator.serving import (
+    BACKLOG,
+    MAX_BODY_BYTES,
+    listen,
+    reset,
+    run_until_signalled,
+)
 from mailmux.emulator.shapes import SHAPES
 
-#: Default cap on stored messages (≈ 80 MB of 8 KB requests).
-MAX_MESSAGES = 10_000
-#: Largest request body read: above every ESP's own limit (SES: 40 MB).
-MAX_BODY_BYTES = 64 * 1024 * 1024
-_BACKLOG = 1024
 #: How long stop() lets a handler finish before aiohttp cancels it.
 _SHUTDOWN_TIMEOUT = 1.0
-_JSON = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One accepted request; `id` is the vendor message id the client was given."""
-
-    id: str
-    received_at: float  # epoch seconds
-    headers: Mapping[str, str]
-    raw_body: bytes  # the request body as a JSON document
-
-    @property
-    def body(self) -> Any:
-        """The request body, decoded (JSON: dicts, lists, strings, numbers)."""
-        return orjson.loads(self.raw_body)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "received_at": datetime.fromtimestamp(self.received_at, UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "headers": dict(self.headers),
-            "body": orjson.Fragment(self.raw_body),
-        }
-
-
-class Emulator:
+class Emulator(ControlledEmulator):
     """One ESP shape on a port, with runtime faults; start() and stop() inside one loop."""
 
     def __init__(
@@ -93,22 +60,12 @@ class Emulator:
         factory = SHAPES.get(shape)
         if factory is None:
             raise ValueError(f"unknown shape {shape!r}; known: {', '.join(sorted(SHAPES))}")
-        if max_messages < 1:
-            raise ValueError(f"max_messages must be ≥ 1, got {max_messages}")
+        super().__init__(port, control_port, rng, max_messages)
         self.shape = shape
         self.host = host
-        self.port = port
-        self.control_port = control_port
         self._esp = factory()
-        self._rng = rng or random.Random()
-        self._messages: deque[StoredMessage] = deque(maxlen=max_messages)
-        self._accepted_total = 0
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
-        self._faults = Faults()
-        self._changed = asyncio.Event()
-        self._expiry: asyncio.TimerHandle | None = None
-        self._stopping = False
         self._main: web.AppRunner | None = None
         self._control: web.AppRunner | None = None
         self._main_server: asyncio.AbstractServer | None = None
@@ -126,27 +83,23 @@ class Emulator:
             main_app.router.add_route(method, path, self._api)
         self._add_control_routes(main_app)
         self._main = await _runner(main_app)
-        sock = _listen(self.host, self.port)
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._main_server = await loop.create_server(
-            _protocols(self._main), sock=sock, backlog=_BACKLOG
+            _protocols(self._main), sock=sock, backlog=BACKLOG
         )
         if self.control_port is not None:
             control_app = web.Application()
             self._add_control_routes(control_app)
             self._control = await _runner(control_app)
-            sock = _listen(self.host, self.control_port)
+            sock = listen(self.host, self.control_port)
             self.control_port = sock.getsockname()[1]
             self._control_server = await loop.create_server(_protocols(self._control), sock=sock)
-        if self._faults.down:
-            self._apply_down(True)
+        self._fault_control.start()
 
     async def stop(self) -> None:
         """Stop listening, end hung requests, close every connection."""
-        self._stopping = True
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self._changed.set()  # hung and delayed requests wake up and abort
+        self._fault_control.stop()  # hung and delayed requests wake up and abort
         if self._rebinding is not None:
             await self._rebinding
         for server in (self._main_server, self._control_server):
@@ -162,52 +115,15 @@ class Emulator:
             await server.wait_closed()
         self._closed.clear()
 
-    # -- state -------------------------------------------------------------
+    # -- control -----------------------------------------------------------
 
-    @property
-    def messages(self) -> list[StoredMessage]:
-        """The accepted messages still stored, oldest first."""
-        return list(self._messages)
+    def _add_control_routes(self, app: web.Application) -> None:
+        add_control_routes(app, self, set_faults=self._set_faults_for)
 
-    @property
-    def accepted_total(self) -> int:
-        """Every message accepted since start, including those dropped from the store."""
-        return self._accepted_total
-
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    def set_faults(self, faults: Faults) -> None:
-        """Replace the faults; call from the emulator's loop. OSError if the port is taken."""
-        self._replace_faults(faults, spare=None)
-
-    def _replace_faults(self, faults: Faults, spare: web.RequestHandler | None) -> None:
-        if self._main is not None and not self._stopping:
-            self._apply_down(faults.down, spare)
-        self._faults = faults
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if faults.for_ms is not None:
-            self._expiry = asyncio.get_running_loop().call_later(
-                faults.for_ms / 1000, self._expire, faults
-            )
-
-    def set_down(self, down: bool) -> None:
-        """Refuse connections on the main port (or listen again on the same port)."""
-        self.set_faults(dataclasses.replace(self._faults, down=down))
-
-    async def faults_changed(self) -> Faults:
-        """Wait for the next change of faults (a POST, a call, or `for_ms` running out)."""
-        await self._changed.wait()
-        return self._faults
-
-    def _expire(self, faults: Faults) -> None:
-        if self._faults is faults and not self._stopping:
-            self.set_faults(Faults())
+    def _set_faults_for(self, faults: Faults, request: web.Request) -> None:
+        """A control request's change: its own connection is answered before it closes."""
+        spare = request.protocol
+        self._fault_control.replace(faults, lambda down: self._apply_down(down, spare))
 
     def _apply_down(self, down: bool, spare: web.RequestHandler | None = None) -> None:
         """Close or reopen the main listening socket.
@@ -232,17 +148,17 @@ class Emulator:
                         _hang_up(connection.transport)
                         connection.force_close()
         elif self._main_server is None and self._rebinding is None:
-            sock = _listen(self.host, self.port)
+            sock = listen(self.host, self.port)
             self._rebinding = asyncio.get_running_loop().create_task(self._serve(runner, sock))
 
     async def _serve(self, runner: web.AppRunner, sock: socket.socket) -> None:
         try:
             server = await asyncio.get_running_loop().create_server(
-                _protocols(runner), sock=sock, backlog=_BACKLOG
+                _protocols(runner), sock=sock, backlog=BACKLOG
             )
         finally:
             self._rebinding = None
-        if self._faults.down or self._stopping:  # went down again while binding
+        if self.faults.down or self._fault_control.stopping:  # went down again while binding
             server.close()
             self._closed.append(server)
         else:
@@ -251,7 +167,7 @@ class Emulator:
     # -- the ESP API (hot path) --------------------------------------------
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        if self._faults.per_request:
+        if self._fault_control.faults.per_request:
             injected = await self._inject(request)
             if injected is not None:
                 return injected
@@ -259,68 +175,18 @@ class Emulator:
         if not isinstance(received, Received):
             return received
         message_id = f"{self._id_prefix}{next(self._ids):07x}"
-        self._messages.append(
-            StoredMessage(message_id, time.time(), received.headers, received.body)
-        )
-        self._accepted_total += 1
+        self._store.add(message_id, received)
         return self._esp.accepted(message_id)
 
     async def _inject(self, request: web.Request) -> web.StreamResponse | None:
         """Apply the per-request faults; None means "answer normally"."""
         await request.read()  # like an ESP, take the whole request before misbehaving
-        while True:
-            faults, changed = self._faults, self._changed
-            if self._stopping:
-                return _abort(request)
-            if not faults.per_request or (faults.rate < 1.0 and self._rng.random() >= faults.rate):
-                return None
-            if faults.latency_ms > 0 and await _woken(changed, faults.latency_ms / 1000):
-                continue  # faults changed during the delay: decide again
-            if faults.hang:
-                await changed.wait()
-                continue
-            if faults.reset:
-                return _abort(request)
-            if faults.status is not None:
-                return self._esp.fault(faults.status, faults.retry_after)
+        hit = await self._fault_control.strike()
+        if hit is None:
             return None
-
-    # -- control routes ----------------------------------------------------
-
-    def _add_control_routes(self, app: web.Application) -> None:
-        app.router.add_get("/_emulator/messages", self._list_messages)
-        app.router.add_delete("/_emulator/messages", self._clear_messages)
-        app.router.add_get("/_emulator/faults", self._get_faults)
-        app.router.add_post("/_emulator/faults", self._post_faults)
-
-    async def _list_messages(self, request: web.Request) -> web.Response:
-        body = orjson.dumps([message.to_json() for message in self._messages])
-        headers = {"X-Emulator-Accepted-Total": str(self.accepted_total)}
-        return web.Response(body=body, content_type=_JSON, headers=headers)
-
-    async def _clear_messages(self, request: web.Request) -> web.Response:
-        self._messages.clear()
-        return web.Response(status=204)
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        return _json(200, self._faults.to_json())
-
-    async def _post_faults(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            faults = Faults.from_json(orjson.loads(raw) if raw.strip() else {})
-        except orjson.JSONDecodeError:
-            return _json(400, {"error": "the body is not valid JSON"})
-        except FaultError as err:
-            return _json(400, {"error": str(err)})
-        if faults.down and faults.for_ms is None and self.control_port is None:
-            error = "down: nothing could bring the port back; add for_ms or use a control port"
-            return _json(400, {"error": error})
-        try:
-            self._replace_faults(faults, spare=request.protocol)
-        except OSError as err:
-            return _json(409, {"error": f"cannot listen on port {self.port} again: {err}"})
-        return _json(200, faults.to_json())
+        if hit.status is None:  # reset
+            return _abort(request)
+        return self._esp.fault(hit.status, hit.retry_after)
 
 
 def run_emulator(shape: str, host: str, port: int, control_port: int | None) -> None:
@@ -330,34 +196,15 @@ def run_emulator(shape: str, host: str, port: int, control_port: int | None) -> 
 
         run_smtp_emulator(host, port, control_port)
         return
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve_until_signalled(Emulator(shape, host, port, control_port=control_port)))
+    emulator = Emulator(shape, host, port, control_port=control_port)
+    run_until_signalled(emulator, lambda: _banner(emulator))
 
 
-async def _serve_until_signalled(emulator: Emulator) -> None:
-    await emulator.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+def _banner(emulator: Emulator) -> str:
     line = f"mailmux emulator: {emulator.shape} listening on {_url(emulator.host, emulator.port)}"
     if emulator.control_port is not None:
         line += f", control on {_url(emulator.host, emulator.control_port)}"
-    print(line, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await emulator.stop()
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # not built for every platform; the default loop is fine
-        return None
-    return uvloop.new_event_loop
+    return line
 
 
 def _url(host: str, port: int) -> str:
@@ -380,25 +227,6 @@ def _protocols(runner: web.AppRunner) -> web.Server:
     return server
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket, bound now (SO_REUSEADDR, so the same port binds again at once)."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.create_server(address, family=family, backlog=_BACKLOG)
-    sock.setblocking(False)
-    return sock
-
-
-async def _woken(event: asyncio.Event, timeout: float) -> bool:
-    """Wait up to `timeout` seconds; True if `event` fired first."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        return False
-    return True
-
-
 def _hang_up(transport: asyncio.BaseTransport | None) -> None:
     """Send the FIN now rather than on the loop's next turn.
 
@@ -419,15 +247,6 @@ def _hang_up(transport: asyncio.BaseTransport | None) -> None:
 
 def _abort(request: web.Request) -> web.Response:
     """Drop the connection with a TCP reset; the returned response is never sent."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
+    if request.transport is not None:
+        reset(request.transport)
     return web.Response(status=500)
-
-
-def _json(status: int, data: object) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type=_JSON)

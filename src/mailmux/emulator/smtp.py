@@ -5,39 +5,15 @@ The SMTP counterpart of `Emulator`, with the same public face — `start()`,
 JSON), `accepted_total`, `set_faults(Faults)`, `set_down()`, `faults_changed()`
 — and the same control routes (`/_emulator/messages`, `/_emulator/faults`),
 served over HTTP on `control_port` because the main port speaks SMTP.
-`sessions` counts SMTP connections, so tests can see connection reuse.
-
-A stored message's body is a JSON document: `mail_from`, `rcpt_to`,
-`mail_options`, `subject`, `headers` (`[name, decoded value]` pairs, in order)
-and `raw_mime` (base64, as mailmux's spool payload keeps it). Its `headers` are
-the session's: `session` (its number), `helo`, `tls` (`none`, `starttls` or
-`implicit`) and `login` (the AUTH user, "" without AUTH).
+`sessions` counts SMTP connections, so tests can see connection reuse. What a
+session says, and what it stores, is in `smtp_session`.
 
 Faults hit the final reply to DATA, after the content was read — where a
 relay's trouble is hardest for a client: `latency_ms` delays that reply, `hang`
 never sends it (until faults change), `reset` drops the connection with a TCP
-reset instead, and `down` closes the listening socket and every open session.
-`status` is HTTP-like, shared with the HTTP emulators, and means the same kind
-of trouble here — the ESP's fault (5xx) is temporary, the message's (4xx) is
-permanent:
-
-======  =====================================================================
-status  reply to DATA
-======  =====================================================================
-400     554 5.6.0 Message content rejected
-401     550 5.7.1 Sender not authorized   (policy: the vendor's configuration)
-403     550 5.7.1 Sender not authorized
-404     550 5.1.1 Mailbox unavailable
-413     552 5.3.4 Message size exceeds fixed maximum message size
-429     454 4.7.0 Throttling failure: Maximum sending rate exceeded
-4xx     554 5.0.0 Message rejected (injected status N)
-5xx     451 4.3.0 Temporary failure, try again later (injected status N)
-======  =====================================================================
-
-`retry_after` has no SMTP counterpart and is ignored. Recipients decide their
-own fate by the start of their local part, whatever the faults:
-`reject-…` gets `550 5.1.1` (no such user), `defer-…` gets `451 4.2.0`
-(try later), `deny-…` gets `554 5.7.1` (relay access denied).
+reset instead, `status` turns it into an SMTP error (`reply_for_status`), and
+`down` closes the listening socket and every open session. `retry_after` has
+no SMTP counterpart and is ignored.
 
 With `auth`, MAIL FROM before a successful AUTH (PLAIN or LOGIN, or the
 `auth_mechanisms` given) is refused with `530 5.7.0`; wrong credentials get
@@ -51,68 +27,28 @@ before STARTTLS.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import dataclasses
 import hmac
 import itertools
 import random
 import secrets
-import signal
 import socket
 import ssl
-import struct
-import time
-from collections import deque
 from collections.abc import Sequence
-from email import policy
-from email.errors import MessageError
-from email.parser import BytesHeaderParser
-from typing import Any, NoReturn, cast
+from typing import Any
 
-import orjson
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailmux.emulator.faults import FaultError, Faults
-from mailmux.emulator.server import (
-    MAX_BODY_BYTES,
-    MAX_MESSAGES,
-    StoredMessage,
-    _listen,
-    _loop_factory,
-    _woken,
-)
+from mailmux.emulator.control import MAX_MESSAGES, ControlledEmulator, add_control_routes
+from mailmux.emulator.serving import MAX_BODY_BYTES, listen, run_until_signalled
+from mailmux.emulator.smtp_session import Connection, Handler, received, reply_for_status
 
 HOSTNAME = "mailmux-emulator"
-#: Per-recipient rules: a local part starting with the prefix gets the reply.
-RECIPIENT_RULES = (
-    ("reject-", "550 5.1.1 <{}>: Recipient address rejected: User unknown"),
-    ("defer-", "451 4.2.0 <{}>: Recipient address deferred, try again later"),
-    ("deny-", "554 5.7.1 <{}>: Relay access denied"),
-)
-_STATUS_REPLIES = {
-    400: "554 5.6.0 Message content rejected",
-    401: "550 5.7.1 Sender not authorized",
-    403: "550 5.7.1 Sender not authorized",
-    404: "550 5.1.1 Mailbox unavailable",
-    413: "552 5.3.4 Message size exceeds fixed maximum message size",
-    429: "454 4.7.0 Throttling failure: Maximum sending rate exceeded",
-}
-_JSON = "application/json"
 #: How long stop() waits for sessions to wind down after dropping them.
 _SHUTDOWN_TIMEOUT = 1.0
-_HEADER_ERRORS = (ValueError, LookupError, IndexError, AttributeError, TypeError, MessageError)
 
 
-def reply_for_status(status: int) -> str:
-    """The SMTP reply an injected HTTP-like `status` becomes (see the module's table)."""
-    if status >= 500:
-        return f"451 4.3.0 Temporary failure, try again later (injected status {status})"
-    return _STATUS_REPLIES.get(status, f"554 5.0.0 Message rejected (injected status {status})")
-
-
-class SmtpEmulator:
+class SmtpEmulator(ControlledEmulator):
     """An SMTP relay on a port, with runtime faults; start() and stop() inside one loop."""
 
     shape = "smtp"
@@ -138,11 +74,8 @@ class SmtpEmulator:
         unknown = sorted({m.upper() for m in auth_mechanisms} - {"PLAIN", "LOGIN"})
         if unknown or not auth_mechanisms:
             raise ValueError(f"auth_mechanisms: PLAIN and/or LOGIN, got {list(auth_mechanisms)}")
-        if max_messages < 1:
-            raise ValueError(f"max_messages must be ≥ 1, got {max_messages}")
+        super().__init__(port, control_port, rng, max_messages)
         self.host = host
-        self.port = port
-        self.control_port = control_port
         self.auth = auth
         self.implicit_tls = implicit_tls
         self._excluded_mechanisms = [
@@ -150,19 +83,11 @@ class SmtpEmulator:
         ]
         self._tls_context = tls_context
         self._require_starttls = require_starttls
-        self._rng = rng or random.Random()
-        self._handler = _Handler(self)
-        self._messages: deque[StoredMessage] = deque(maxlen=max_messages)
-        self._accepted_total = 0
+        self._handler = Handler(lambda: self.auth is not None, self._end_of_data)
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3).upper()
         self._sessions = 0
-        self._open: set[_Connection] = set()
-        self._faults = Faults()
-        self._changed = asyncio.Event()
-        self._expiry: asyncio.TimerHandle | None = None
-        self._started = False
-        self._stopping = False
+        self._open: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._rebinding: asyncio.Task[None] | None = None
         self._closed: list[asyncio.AbstractServer] = []
@@ -172,30 +97,22 @@ class SmtpEmulator:
 
     async def start(self) -> None:
         """Bind and serve; afterwards `port` (and `control_port`) are the real ports."""
-        sock = _listen(self.host, self.port)
+        sock = listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._server = await self._serve(sock)
         if self.control_port is not None:
             app = web.Application()
-            app.router.add_get("/_emulator/messages", self._list_messages)
-            app.router.add_delete("/_emulator/messages", self._clear_messages)
-            app.router.add_get("/_emulator/faults", self._get_faults)
-            app.router.add_post("/_emulator/faults", self._post_faults)
+            add_control_routes(app, self, listing_headers=self._listing_headers)
             self._control = web.AppRunner(app, access_log=None)
             await self._control.setup()
-            control_sock = _listen(self.host, self.control_port)
+            control_sock = listen(self.host, self.control_port)
             self.control_port = control_sock.getsockname()[1]
             await web.SockSite(self._control, control_sock).start()
-        self._started = True
-        if self._faults.down:
-            self._apply_down(True)
+        self._fault_control.start()
 
     async def stop(self) -> None:
         """Stop listening, end hung replies, drop every session."""
-        self._stopping = True
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self._changed.set()  # hung and delayed replies wake up and abort
+        self._fault_control.stop()  # hung and delayed replies wake up and abort
         if self._rebinding is not None:
             await self._rebinding
         if self._server is not None:
@@ -215,12 +132,12 @@ class SmtpEmulator:
         tls = self._tls_context if self.implicit_tls else None
         return await loop.create_server(self._new_session, sock=sock, ssl=tls)
 
-    def _new_session(self) -> _Connection:
+    def _new_session(self) -> Connection:
         self._sessions += 1
-        return _Connection(
-            self,
+        return Connection(
             self._sessions,
             self._handler,
+            self._open,
             data_size_limit=MAX_BODY_BYTES,
             enable_SMTPUTF8=True,
             hostname=HOSTNAME,
@@ -244,51 +161,12 @@ class SmtpEmulator:
     # -- state -------------------------------------------------------------
 
     @property
-    def messages(self) -> list[StoredMessage]:
-        """The accepted messages still stored, oldest first."""
-        return list(self._messages)
-
-    @property
-    def accepted_total(self) -> int:
-        """Every message accepted since start, including those dropped from the store."""
-        return self._accepted_total
-
-    @property
     def sessions(self) -> int:
         """SMTP connections accepted since start."""
         return self._sessions
 
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    def set_faults(self, faults: Faults) -> None:
-        """Replace the faults; call from the emulator's loop. OSError if the port is taken."""
-        if self._started and not self._stopping:
-            self._apply_down(faults.down)
-        self._faults = faults
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if faults.for_ms is not None:
-            self._expiry = asyncio.get_running_loop().call_later(
-                faults.for_ms / 1000, self._expire, faults
-            )
-
-    def set_down(self, down: bool) -> None:
-        """Refuse connections (and drop open sessions), or listen again on the same port."""
-        self.set_faults(dataclasses.replace(self._faults, down=down))
-
-    async def faults_changed(self) -> Faults:
-        """Wait for the next change of faults (a POST, a call, or `for_ms` running out)."""
-        await self._changed.wait()
-        return self._faults
-
-    def _expire(self, faults: Faults) -> None:
-        if self._faults is faults and not self._stopping:
-            self.set_faults(Faults())
+    def _listing_headers(self) -> dict[str, str]:
+        return {"X-Emulator-Sessions": str(self._sessions)}
 
     def _apply_down(self, down: bool) -> None:
         if down:
@@ -299,7 +177,7 @@ class SmtpEmulator:
             for connection in list(self._open):
                 connection.drop()
         elif self._server is None and self._rebinding is None:
-            sock = _listen(self.host, self.port)
+            sock = listen(self.host, self.port)
             self._rebinding = asyncio.get_running_loop().create_task(self._listen_again(sock))
 
     async def _listen_again(self, sock: socket.socket) -> None:
@@ -307,13 +185,13 @@ class SmtpEmulator:
             server = await self._serve(sock)
         finally:
             self._rebinding = None
-        if self._faults.down or self._stopping:  # went down again while binding
+        if self.faults.down or self._fault_control.stopping:  # went down again while binding
             server.close()
             self._closed.append(server)
         else:
             self._server = server
 
-    # -- what the SMTP handler asks ----------------------------------------
+    # -- what the SMTP session asks ----------------------------------------
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -324,227 +202,30 @@ class SmtpEmulator:
         ok = hmac.compare_digest(data.login, user) & hmac.compare_digest(data.password, password)
         return AuthResult(success=ok, handled=False, auth_data=user.decode() if ok else None)
 
-    async def _injected_reply(self, connection: _Connection) -> str | None:
-        """Apply the per-message faults at the end of DATA; None means "accept normally"."""
-        while True:
-            faults, changed = self._faults, self._changed
-            if self._stopping:
-                await connection.reset_and_wait()
-            if not faults.per_request or (faults.rate < 1.0 and self._rng.random() >= faults.rate):
-                return None
-            if faults.latency_ms > 0 and await _woken(changed, faults.latency_ms / 1000):
-                continue  # faults changed during the delay: decide again
-            if faults.hang:
-                await changed.wait()
-                continue
-            if faults.reset:
-                await connection.reset_and_wait()
-            if faults.status is not None:
-                return reply_for_status(faults.status)
-            return None
-
-    def _store(self, connection: _Connection, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        headers = _headers(content)
-        subject = next((v for n, v in headers if n.lower() == "subject"), None)
-        body = {
-            "mail_from": envelope.mail_from,
-            "rcpt_to": envelope.rcpt_tos,
-            "mail_options": envelope.mail_options,
-            "subject": subject,
-            "headers": headers,
-            "raw_mime": base64.b64encode(content).decode("ascii"),
-        }
-        smtp = connection.session
-        ssl_info = smtp.ssl if smtp is not None else None
-        tls = "implicit" if self.implicit_tls else "starttls" if ssl_info is not None else "none"
-        login = smtp.auth_data if smtp is not None and smtp.authenticated else None
+    async def _end_of_data(self, connection: Connection, envelope: Envelope) -> str:
+        """The final reply to DATA: an injected fault, or the message stored and queued."""
+        if self._fault_control.faults.per_request:
+            hit = await self._fault_control.strike()
+            if hit is not None:
+                if hit.status is None:  # reset
+                    await connection.reset_and_wait()
+                return reply_for_status(hit.status)
+        message = received(connection, envelope, implicit_tls=self.implicit_tls)
         message_id = f"{self._id_prefix}{next(self._ids):07X}"
-        stored = StoredMessage(
-            message_id,
-            time.time(),
-            {
-                "session": str(connection.number),
-                "helo": (smtp.host_name if smtp is not None else None) or "",
-                "tls": tls,
-                "login": login if isinstance(login, str) else "",
-            },
-            orjson.dumps(body),
-        )
-        self._messages.append(stored)
-        self._accepted_total += 1
-        return message_id
-
-    # -- control routes ----------------------------------------------------
-
-    async def _list_messages(self, request: web.Request) -> web.Response:
-        body = orjson.dumps([message.to_json() for message in self._messages])
-        headers = {
-            "X-Emulator-Accepted-Total": str(self._accepted_total),
-            "X-Emulator-Sessions": str(self._sessions),
-        }
-        return web.Response(body=body, content_type=_JSON, headers=headers)
-
-    async def _clear_messages(self, request: web.Request) -> web.Response:
-        self._messages.clear()
-        return web.Response(status=204)
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        return _json(200, self._faults.to_json())
-
-    async def _post_faults(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            faults = Faults.from_json(orjson.loads(raw) if raw.strip() else {})
-        except orjson.JSONDecodeError:
-            return _json(400, {"error": "the body is not valid JSON"})
-        except FaultError as err:
-            return _json(400, {"error": str(err)})
-        try:
-            self.set_faults(faults)
-        except OSError as err:
-            return _json(409, {"error": f"cannot listen on port {self.port} again: {err}"})
-        return _json(200, faults.to_json())
-
-
-class _Connection(SMTP):
-    """One SMTP connection; the emulator counts, lists and can drop it."""
-
-    def __init__(self, emulator: SmtpEmulator, number: int, handler: _Handler, **kwargs: Any):
-        super().__init__(handler, **kwargs)
-        self.emulator = emulator
-        self.number = number
-
-    @property
-    def handler_task(self) -> asyncio.Task[None] | None:
-        return self._handler_coroutine
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # again after STARTTLS, with the TLS transport
-        self.emulator._open.add(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self.emulator._open.discard(self)
-        super().connection_lost(error)
-
-    def reset(self) -> None:
-        """Drop the connection with a TCP reset, as a crashed relay would."""
-        transport = self.transport
-        if transport is None or transport.is_closing():  # already on its way out
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # uvloop's transports are not asyncio.Transport subclasses, but all can abort().
-        cast(asyncio.Transport, transport).abort()
-
-    def drop(self) -> None:
-        """Reset, and end the session's task even if its connection never reports the loss
-        (a client that gave up during the STARTTLS handshake leaves it waiting for input)."""
-        self.reset()
-        if self._handler_coroutine is not None:
-            self._handler_coroutine.cancel()
-
-    async def reset_and_wait(self) -> NoReturn:
-        """Reset, then wait to be cancelled: connection_lost ends the session's task."""
-        self.reset()
-        while True:
-            await asyncio.Event().wait()
-
-
-class _Handler:
-    """aiosmtpd's hooks (every `handle_*` attribute is one, so nothing else lives here)."""
-
-    def __init__(self, emulator: SmtpEmulator) -> None:
-        self._emulator = emulator
-
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, lines: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        if self._emulator.auth is None:
-            return [line for line in lines if not line.startswith("250-AUTH")]
-        return lines
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if self._emulator.auth is not None and not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 Ok"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        local = address.rpartition("@")[0].lower()
-        for prefix, reply in RECIPIENT_RULES:
-            if local.startswith(prefix):
-                return reply.format(address)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if not isinstance(server, _Connection):
-            raise TypeError("the emulator's handler serves its own sessions only")
-        if self._emulator.faults.per_request:
-            injected = await self._emulator._injected_reply(server)
-            if injected is not None:
-                return injected
-        return f"250 2.0.0 Ok: queued as {self._emulator._store(server, envelope)}"
-
-
-def _headers(content: bytes) -> list[tuple[str, str]]:
-    """The header fields in order, decoded (RFC 2047, raw UTF-8); a field that does not
-    parse keeps its raw text."""
-    parsed = BytesHeaderParser(policy=policy.default).parsebytes(content)
-    fields: list[tuple[str, str]] = []
-    for name, raw in parsed.raw_items():
-        try:
-            value = str(policy.default.header_fetch_parse(name, raw))
-        except _HEADER_ERRORS:
-            value = str(raw)
-        fields.append((name, _printable(value)))
-    return fields
-
-
-def _printable(text: str) -> str:
-    """Undo the parser's surrogate escapes of raw UTF-8 bytes (JSON cannot hold them)."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _json(status: int, data: object) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type=_JSON)
+        self._store.add(message_id, message)
+        return f"250 2.0.0 Ok: queued as {message_id}"
 
 
 def run_smtp_emulator(host: str, port: int, control_port: int | None) -> None:
     """Serve until SIGINT or SIGTERM (`mailmux emulate --shape smtp`); prints where it
     listens. The control API is always served, on an ephemeral port unless given."""
     emulator = SmtpEmulator(host, port, control_port=0 if control_port is None else control_port)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve_until_signalled(emulator))
+    run_until_signalled(emulator, lambda: _banner(emulator))
 
 
-async def _serve_until_signalled(emulator: SmtpEmulator) -> None:
-    await emulator.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+def _banner(emulator: SmtpEmulator) -> str:
     host = f"[{emulator.host}]" if ":" in emulator.host else emulator.host
-    print(
+    return (
         f"mailmux emulator: smtp listening on smtp://{host}:{emulator.port}, "
-        f"control on http://{host}:{emulator.control_port}",
-        flush=True,
+        f"control on http://{host}:{emulator.control_port}"
     )
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await emulator.stop()
