@@ -120,8 +120,10 @@ class MailmuxProcess:
 
     async def stop(self) -> int:
         """SIGTERM and wait: the graceful path."""
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else 0
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is not None:
+            return self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         return await self._finish()
 

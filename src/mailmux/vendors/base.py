@@ -72,7 +72,11 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """A response as the pure mappings see it; header names are lower-cased."""
+    """A response as the pure mappings see it; look headers up by lower-case name.
+
+    The transport hands over aiohttp's case-insensitive headers as they are
+    (no per-response copy); tests pass plain dicts with lower-case keys.
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -114,6 +118,7 @@ class AiohttpTransport:
     def __init__(self, settings: PoolSettings | None = None) -> None:
         self._settings = settings or PoolSettings()
         self._session: aiohttp.ClientSession | None = None
+        self._last_timeout: aiohttp.ClientTimeout | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -127,20 +132,17 @@ class AiohttpTransport:
 
     async def __call__(self, request: HttpRequest, timeout: float) -> HttpResponse:
         session = self._get_session()
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout, sock_connect=min(self._settings.connect_timeout, timeout)
-        )
+        client_timeout = self._timeout(timeout)
         try:
             async with session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                headers=request.headers,
                 data=request.body,
                 timeout=client_timeout,
             ) as response:
                 body = await response.read()
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                return HttpResponse(response.status, headers, body)
+                return HttpResponse(response.status, response.headers, body)
         except aiohttp.ClientConnectorError as err:
             raise TransportError(f"connect failed: {err.strerror or err}", sent=False) from err
         except aiohttp.ConnectionTimeoutError as err:
@@ -153,6 +155,16 @@ class AiohttpTransport:
             raise TransportError(f"{type(err).__name__}: {err}", sent=True) from err
         except OSError as err:
             raise TransportError(f"{type(err).__name__}: {err}", sent=True) from err
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """Almost every attempt has the configured timeout: build that one once."""
+        cached = self._last_timeout
+        if cached is not None and cached.total == seconds:
+            return cached
+        self._last_timeout = aiohttp.ClientTimeout(
+            total=seconds, sock_connect=min(self._settings.connect_timeout, seconds)
+        )
+        return self._last_timeout
 
     async def close(self) -> None:
         if self._session is not None:
