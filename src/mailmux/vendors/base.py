@@ -10,6 +10,7 @@ timeout or reset after sending → the ESP may have taken it).
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -249,6 +250,55 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def retry_after_from(
+    headers: Mapping[str, str],
+    now: float,
+    *,
+    reset_header: str | None = None,
+    reset_is_epoch: bool = False,
+) -> float | None:
+    """Seconds to wait: `Retry-After`, else the ESP's own rate-limit reset header.
+
+    Several ESPs say when a throttle lifts only in a header of their own, some
+    as an epoch second (SendGrid's `X-RateLimit-Reset`) and some as seconds
+    until the reset (Brevo, Resend); reading it here keeps the parsing, and
+    its refusal of garbage and non-finite values, the same for all of them.
+    `reset_header` is a lower-case name; `now` is the wall clock in epoch seconds.
+    """
+    seconds = parse_retry_after(headers.get("retry-after"), now)
+    if seconds is not None or reset_header is None:
+        return seconds
+    try:
+        reset = float(headers.get(reset_header, ""))
+    except ValueError:
+        return None
+    if not math.isfinite(reset):
+        return None
+    return max(0.0, reset - now if reset_is_epoch else reset)
+
+
+def fallback_outcome(
+    status: int, detail: str, config_reasons: Mapping[int, str], retry_after: float | None
+) -> AttemptResult:
+    """The outcome of an answer a vendor mapping has no specific rule for.
+
+    A status in `config_reasons`, or a redirect (never followed, so `base_url`
+    is wrong), means this vendor cannot send anything: VENDOR_CONFIG. Anything
+    else is RETRIABLE: an ESP's 5xx is its own trouble, and an undocumented
+    status says nothing certain about the message, so it must not fail it for
+    good; another vendor tries and health counts it. `retry_after` is kept
+    only where a retry is what comes next.
+    """
+    config = config_reasons.get(status)
+    if config is None and 300 <= status < 400:
+        config = "redirected; check base_url"
+    if config is not None:
+        return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=f"{config}: {detail}")
+    if status < 500:
+        detail = f"unexpected status: {detail}"
+    return AttemptResult(Outcome.RETRIABLE, status=status, reason=detail, retry_after=retry_after)
 
 
 def excerpt(body: bytes, limit: int = 200) -> str:

@@ -68,7 +68,6 @@ from __future__ import annotations
 import base64
 import email.charset
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +86,9 @@ from mailmux.vendors.base import (
     Transport,
     UnsupportedFeature,
     excerpt,
+    fallback_outcome,
     parse_retry_after,
+    retry_after_from,
 )
 
 MAX_NAME_CHARS = 70
@@ -170,29 +171,14 @@ class BrevoVendor(HttpVendor):
                 reason = f"sender or account refused: {detail}"
                 return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=reason)
             return AttemptResult(Outcome.PERMANENT, status=status, reason=detail)
-        config = _CONFIG_REASONS.get(status)
-        if config is None and 300 <= status < 400:
-            config = "redirected; check base_url"
-        if config is not None:
-            return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=f"{config}: {detail}")
-        if status < 500:
-            detail = f"unexpected status: {detail}"
-        return AttemptResult(
-            Outcome.RETRIABLE,
-            status=status,
-            reason=detail,
-            retry_after=parse_retry_after(response.headers.get("retry-after"), self.clock()),
-        )
+        retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
+        return fallback_outcome(status, detail, _CONFIG_REASONS, retry_after)
 
     def _retry_after(self, response: HttpResponse) -> float | None:
-        seconds = parse_retry_after(response.headers.get("retry-after"), self.clock())
-        if seconds is not None:
-            return seconds
-        try:
-            reset = float(response.headers.get("x-sib-ratelimit-reset", ""))
-        except ValueError:
-            return None
-        return max(0.0, reset) if math.isfinite(reset) else None
+        """`Retry-After`, else `x-sib-ratelimit-reset` (seconds until the window resets)."""
+        return retry_after_from(
+            response.headers, self.clock(), reset_header="x-sib-ratelimit-reset"
+        )
 
 
 _CONFIG_REASONS = {

@@ -67,6 +67,7 @@ from mailmux.vendors.base import (
     Transport,
     UnsupportedFeature,
     excerpt,
+    fallback_outcome,
     parse_retry_after,
 )
 
@@ -152,16 +153,7 @@ class PostmarkVendor(HttpVendor):
                 reason=f"rate limited: {detail}",
                 retry_after=retry_after,
             )
-        config = _CONFIG_REASONS.get(status)
-        if config is None and 300 <= status < 400:
-            config = "redirected; check base_url"
-        if config is not None:
-            return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=f"{config}: {detail}")
-        if status < 500:
-            detail = f"unexpected status: {detail}"
-        return AttemptResult(
-            Outcome.RETRIABLE, status=status, reason=detail, retry_after=retry_after
-        )
+        return fallback_outcome(status, detail, _CONFIG_REASONS, retry_after)
 
 
 def _payload(message: Message) -> dict[str, Any]:

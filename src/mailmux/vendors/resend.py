@@ -86,7 +86,6 @@ content id, and an idempotency key Resend would refuse (not 1-256 printable ASCI
 from __future__ import annotations
 
 import base64
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -108,7 +107,7 @@ from mailmux.vendors.base import (
     Transport,
     UnsupportedFeature,
     excerpt,
-    parse_retry_after,
+    retry_after_from,
 )
 
 MAX_TO = 50
@@ -197,14 +196,9 @@ class ResendVendor(HttpVendor):
     def _retry_after(self, response: HttpResponse, *, or_reset: bool = False) -> float | None:
         """`retry-after`; on a 429 also `ratelimit-reset`, which Resend sends on every answer
         but which only says when to retry once the limit is what refused the request."""
-        seconds = parse_retry_after(response.headers.get("retry-after"), self.clock())
-        if seconds is not None or not or_reset:
-            return seconds
-        try:  # IETF RateLimit draft, as Resend sends it: seconds until the window resets
-            reset = float(response.headers.get("ratelimit-reset", ""))
-        except ValueError:
-            return None
-        return max(0.0, reset) if math.isfinite(reset) else None
+        # IETF RateLimit draft, as Resend sends it: seconds until the window resets.
+        reset_header = "ratelimit-reset" if or_reset else None
+        return retry_after_from(response.headers, self.clock(), reset_header=reset_header)
 
 
 def _classify(status: int, name: object, detail: str) -> Outcome:

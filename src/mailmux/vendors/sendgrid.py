@@ -50,7 +50,6 @@ those itself, and quoting them again would show the quotes.
 from __future__ import annotations
 
 import base64
-import math
 import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -68,7 +67,9 @@ from mailmux.vendors.base import (
     Transport,
     UnsupportedFeature,
     excerpt,
+    fallback_outcome,
     parse_retry_after,
+    retry_after_from,
 )
 
 MAX_RECIPIENTS = 1000
@@ -144,30 +145,16 @@ class SendGridVendor(HttpVendor):
                 reason=f"rate limited: {detail}",
                 retry_after=self._retry_after(response),
             )
-        config = _CONFIG_REASONS.get(status)
-        if config is None and 300 <= status < 400:
-            config = "redirected; check base_url"
-        if config is not None:
-            return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=f"{config}: {detail}")
-        if status < 500:
-            detail = f"unexpected status: {detail}"
-        return AttemptResult(
-            Outcome.RETRIABLE,
-            status=status,
-            reason=detail,
-            retry_after=parse_retry_after(response.headers.get("retry-after"), self.clock()),
-        )
+        retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
+        return fallback_outcome(status, detail, _CONFIG_REASONS, retry_after)
 
     def _retry_after(self, response: HttpResponse) -> float | None:
-        now = self.clock()
-        seconds = parse_retry_after(response.headers.get("retry-after"), now)
-        if seconds is not None:
-            return seconds
-        try:
-            reset = float(response.headers.get("x-ratelimit-reset", ""))
-        except ValueError:
-            return None
-        return max(0.0, reset - now) if math.isfinite(reset) else None
+        return retry_after_from(
+            response.headers,
+            self.clock(),
+            reset_header="x-ratelimit-reset",
+            reset_is_epoch=True,
+        )
 
 
 _CONFIG_REASONS = {

@@ -98,6 +98,7 @@ from mailmux.vendors.base import (
     Transport,
     UnsupportedFeature,
     excerpt,
+    fallback_outcome,
     parse_retry_after,
 )
 
@@ -178,16 +179,7 @@ class SparkPostVendor(HttpVendor):
                 reason=f"{what}: {detail}",
                 retry_after=self._retry_after(response),
             )
-        config = _CONFIG_REASONS.get(status)
-        if config is None and 300 <= status < 400:
-            config = "redirected; check base_url"
-        if config is not None:
-            return AttemptResult(Outcome.VENDOR_CONFIG, status=status, reason=f"{config}: {detail}")
-        if status < 500:
-            detail = f"unexpected status: {detail}"
-        return AttemptResult(
-            Outcome.RETRIABLE, status=status, reason=detail, retry_after=self._retry_after(response)
-        )
+        return fallback_outcome(status, detail, _CONFIG_REASONS, self._retry_after(response))
 
     def _retry_after(self, response: HttpResponse) -> float | None:
         return parse_retry_after(response.headers.get("retry-after"), self.clock())
