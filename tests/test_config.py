@@ -520,7 +520,7 @@ def test_override_below_a_single_value_or_with_an_empty_level_is_an_error(tmp_pa
         (
             "retry.lease_seconds",
             10,
-            "retry.lease_seconds: must be > delivery.attempt_timeout (10), "
+            "retry.lease_seconds: must be > the longest attempt timeout (10), "
             "or a lease can run out during an attempt (got 10)",
         ),
         (
@@ -695,6 +695,21 @@ EXAMPLE_ENV = {
     "MAILJET_SECRET_KEY": "mj-secret",
     "SMTP_PASSWORD": "pw",
 }
+
+
+def test_a_vendor_attempt_timeout_must_fit_in_the_lease(tmp_path: Path) -> None:
+    path = tmp_path / "mailmux.yaml"
+    path.write_text(
+        "retry: {lease_seconds: 30}\n"
+        "vendors:\n"
+        "  slow: {kind: sandbox, weight: 1, attempt_timeout: 45}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.errors == [
+        "retry.lease_seconds: must be > the longest attempt timeout (45), "
+        "or a lease can run out during an attempt (got 30)"
+    ]
 
 
 def test_example_file_loads() -> None:

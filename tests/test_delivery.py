@@ -335,6 +335,18 @@ async def test_attempt_timeout_is_bounded_by_the_deadline(
     assert [call.timeout for v in (a, b, c) for call in v.calls] == [10.0, 5.0, 2.0]
 
 
+async def test_a_vendor_can_have_its_own_attempt_timeout(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    a, b = ScriptedVendor("a", retriable()), ScriptedVendor("b", accepted())
+    policy = DeliveryPolicy(attempt_timeout=10.0, vendor_timeouts={"a": 2.5})
+    rig = make_rig(store, [a, b], wall=wall, policy=policy)
+
+    await rig.deliverer.submit(make_message())
+
+    assert [call.timeout for v in (a, b) for call in v.calls] == [2.5, 10.0]
+
+
 async def test_ejected_vendor_is_skipped_until_every_vendor_is_ejected(
     store: SqliteStore, wall: FakeClock
 ) -> None:
@@ -443,6 +455,37 @@ async def test_redeliver_avoids_the_last_vendor_and_drops_the_body(
     )
     assert (record.attempts, record.updated_at, record.next_attempt_at) == (3, T0 + 5.0, None)
     assert stored_payload(db, "m1") is None
+
+
+async def test_redeliver_never_attempts_past_its_lease(store: SqliteStore, wall: FakeClock) -> None:
+    """An attempt running past the lease could overlap the next lease of the same message."""
+    a = ScriptedVendor("a", retriable(), on_send=lambda _: wall.advance(59.0))
+    b = ScriptedVendor("b", accepted())
+    rig = make_rig(store, [a, b], wall=wall, policy=DeliveryPolicy(attempt_timeout=10.0))
+    await spool(store, "m1", make_message(), due=T0)
+    leased = await lease_one(rig)  # 60 s lease
+
+    state = await rig.deliverer.redeliver(leased, "w")
+
+    assert state is MessageState.QUEUED  # b waits for the next retry
+    assert b.calls == []
+    assert [call.timeout for call in a.calls] == [10.0]
+    record, _ = await stored(store, "m1")
+    assert record.attempts == 1
+
+
+async def test_redeliver_shortens_the_attempt_to_fit_the_lease(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    a = ScriptedVendor("a", retriable(), on_send=lambda _: wall.advance(52.0))
+    b = ScriptedVendor("b", accepted())
+    rig = make_rig(store, [a, b], wall=wall, policy=DeliveryPolicy(attempt_timeout=10.0))
+    await spool(store, "m1", make_message(), due=T0)
+
+    state = await rig.deliverer.redeliver(await lease_one(rig), "w")
+
+    assert state is MessageState.SENT
+    assert [call.timeout for call in b.calls] == [7.0]  # 60 s lease - 52 s - 1 s margin
 
 
 async def test_redeliver_tries_the_last_vendor_when_it_is_the_only_one_up(

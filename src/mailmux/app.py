@@ -71,6 +71,11 @@ class App:
             store=self.store,
             policy=DeliveryPolicy(
                 attempt_timeout=config.delivery.attempt_timeout,
+                vendor_timeouts={
+                    name: v.attempt_timeout
+                    for name, v in config.vendors.items()
+                    if v.attempt_timeout is not None
+                },
                 max_age=r.max_age,
                 ambiguous={k: AmbiguousPolicy(v) for k, v in config.delivery.ambiguous.items()},
             ),

@@ -324,6 +324,7 @@ class VendorConfig(_Section):
     fallback: bool = True  # false: a weight-0 vendor is never used, not even when others fail
     pool_size: Count = 100
     connect_timeout: Seconds = 5.0
+    attempt_timeout: Seconds | None = None  # this vendor's own; default delivery.attempt_timeout
     # Kind-specific settings (see VENDOR_KINDS for which kind takes which).
     api_key: Text | None = Field(default=None, repr=False)
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
@@ -439,13 +440,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _lease_outlives_attempt(self) -> Config:
-        if self.retry.lease_seconds <= self.delivery.attempt_timeout:
+        longest = max(
+            [self.delivery.attempt_timeout]
+            + [v.attempt_timeout for v in self.vendors.values() if v.attempt_timeout is not None]
+        )
+        lease = self.retry.lease_seconds
+        if lease <= longest:
             raise Violations(
                 (
                     "retry.lease_seconds",
-                    f"must be > delivery.attempt_timeout "
-                    f"({show_value(self.delivery.attempt_timeout)}), or a lease can run out "
-                    f"during an attempt (got {show_value(self.retry.lease_seconds)})",
+                    f"must be > the longest attempt timeout ({show_value(longest)}), or a "
+                    f"lease can run out during an attempt (got {show_value(lease)})",
                 )
             )
         return self

@@ -36,6 +36,10 @@ from mailmux.vendors.base import AttemptResult, Outcome, Vendor
 log = logging.getLogger("mailmux.delivery")
 
 
+#: Seconds kept free at the end of a lease to write the result before the lease runs out.
+LEASE_MARGIN = 1.0
+
+
 class AmbiguousPolicy(StrEnum):
     """What to do when a request reached a vendor but its answer was lost."""
 
@@ -46,6 +50,7 @@ class AmbiguousPolicy(StrEnum):
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     attempt_timeout: float = 10.0
+    vendor_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-vendor overrides
     max_age: float = 72 * 3600.0  # a queued message without a deadline expires after this
     ambiguous: Mapping[str, AmbiguousPolicy] = field(default_factory=dict)
 
@@ -148,7 +153,13 @@ class Deliverer:
         if self._wall() >= expiry:
             result = _Round(deadline_passed=True, vendor=record.vendor)
         else:
-            result = await self._try_plan(record.id, message, avoid=record.vendor, expiry=expiry)
+            result = await self._try_plan(
+                record.id,
+                message,
+                avoid=record.vendor,
+                expiry=expiry,
+                stop_by=leased.lease_until - LEASE_MARGIN,
+            )
         events = list(result.events)
         attempts = record.attempts + result.attempts
         verdict = self._conclude(record.id, result, events)
@@ -215,9 +226,22 @@ class Deliverer:
         return next_at
 
     async def _try_plan(
-        self, message_id: str, message: Message, *, avoid: str | None, expiry: float | None
+        self,
+        message_id: str,
+        message: Message,
+        *,
+        avoid: str | None,
+        expiry: float | None,
+        stop_by: float | None = None,
     ) -> _Round:
-        """Try the planned vendors in order until one decides the message's fate."""
+        """Try the planned vendors in order until one decides the message's fate.
+
+        `expiry` is the message's deadline: passing it expires the message.
+        `stop_by` is the end of this node's lease on it: no attempt may run past
+        it, or the Retrier (here or on another node) could lease and send the
+        message again while this attempt is still going; the rest of the plan
+        waits for the next retry.
+        """
         result = _Round()
         chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
@@ -233,9 +257,14 @@ class Deliverer:
             if admission is None:
                 result.carriable = True  # skipped, not asked: it might carry it later
                 continue
-            timeout = self.policy.attempt_timeout
+            timeout = self.policy.vendor_timeouts.get(name, self.policy.attempt_timeout)
             if expiry is not None:
                 timeout = min(timeout, expiry - now)
+            if stop_by is not None:
+                if now >= stop_by:
+                    result.carriable = True  # not asked: the next retry will
+                    break
+                timeout = min(timeout, stop_by - now)
             attempt, latency = await self._attempt(name, admission, message, timeout)
             result.attempts += 1
             result.vendor = name
