@@ -105,7 +105,13 @@ async def make_api(store: SqliteStore, wall: FakeClock) -> AsyncIterator[MakeApi
         kinds = {name: vendor.kind for name, vendor in rig.vendors.items()}
 
         async def status() -> dict[str, Any]:
-            return build_status(rig.routes, kinds, rig.health, await store.count_by_state())
+            return build_status(
+                rig.routes,
+                kinds,
+                rig.health,
+                await store.count_by_state(),
+                rig.deliverer.last_errors,
+            )
 
         ctx = ApiContext(
             deliverer=rig.deliverer,

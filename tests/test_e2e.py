@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -314,6 +315,23 @@ async def test_vendor_config_error_ejects_and_fails_over(
     alpha_state = vendor_state(await health(http, mailmux.url), "alpha")
     assert alpha_state["state"] == "ejected"
     assert "vendor_config" in alpha_state["last_reason"]
+    assert alpha_state["last_error"].startswith("vendor_config: API key rejected")
+    status = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailmux",
+        "status",
+        "--url",
+        mailmux.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(status.communicate(), 30)
+    assert status.returncode == 0
+    assert "ejected (vendor_config)" in out.decode()
+    assert err.decode().startswith(
+        "vendor alpha cannot send until its configuration is fixed: vendor_config: API key"
+    )
 
 
 async def test_embedded_default_sends_through_sandboxes(

@@ -100,7 +100,7 @@ class App:
     async def status(self) -> dict[str, Any]:
         kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
         counts = await self.store.count_by_state()
-        return build_status(self.routes, kinds, self.health, counts)
+        return build_status(self.routes, kinds, self.health, counts, self.deliverer.last_errors)
 
     def _api(self) -> web.Application:
         lim = self.config.limits

@@ -147,12 +147,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 v["name"],
                 v["kind"],
                 _fmt(v["weight"]) + (" (drained)" if v["drained"] else ""),
-                v["state"],
+                v["state"] + (f" ({v['last_reason']})" if v["state"] != "healthy" else ""),
                 str(v["requests"]),
                 "-" if rate is None else f"{rate * 100:.1f}%",
                 _fmt(v["latency_p50_ms"], "ms"),
                 _fmt(v["latency_p90_ms"], "ms"),
-                v["last_reason"] or "",
+                v["last_error"] or "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -163,6 +163,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     spool = report["spool"]
     print("messages: " + ", ".join(f"{k} {n}" for k, n in spool.items()))
+    for v in report["vendors"]:
+        if v["state"] != "healthy" and v["last_reason"] == "vendor_config":
+            print(
+                f"vendor {v['name']} cannot send until its configuration is fixed: "
+                f"{v['last_error']}",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 

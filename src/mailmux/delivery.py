@@ -31,7 +31,7 @@ from mailmux.spool.base import (
     MessageState,
     Store,
 )
-from mailmux.vendors.base import AttemptResult, Outcome, Vendor
+from mailmux.vendors.base import COUNTS_AGAINST_HEALTH, AttemptResult, Outcome, Vendor
 
 log = logging.getLogger("mailmux.delivery")
 
@@ -106,6 +106,8 @@ class Deliverer:
         self.rng: RandomSource = rng or random.Random()
         self._wall = wall_clock
         self._monotonic = monotonic
+        #: Each vendor's latest failure in its own words, for `mailmux status`.
+        self.last_errors: dict[str, str] = {}
 
     async def submit(self, message: Message) -> Receipt:
         """First delivery: answer with where the message is now (never 'accepted' unsafely)."""
@@ -301,6 +303,8 @@ class Deliverer:
         self.health.record(name, admission, attempt.outcome, latency)
         for event in self.health.take_events():
             log.warning("health: %s", event)
+        if attempt.outcome in COUNTS_AGAINST_HEALTH:
+            self.last_errors[name] = f"{attempt.outcome.value}: {attempt.reason}"
         if attempt.outcome is Outcome.VENDOR_CONFIG:
             log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
         return attempt, latency

@@ -15,7 +15,9 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def _vendor_json(route: Route, kind: str, stats: VendorStats, wall_offset: float) -> dict[str, Any]:
+def _vendor_json(
+    route: Route, kind: str, stats: VendorStats, wall_offset: float, last_error: str | None
+) -> dict[str, Any]:
     until = stats.ejected_until
     return {
         "name": route.vendor,
@@ -32,7 +34,8 @@ def _vendor_json(route: Route, kind: str, stats: VendorStats, wall_offset: float
         "ejections": stats.ejections,
         # Health runs on the monotonic clock; report wall-clock instants.
         "ejected_until": None if until is None else until + wall_offset,
-        "last_reason": stats.last_reason,
+        "last_reason": stats.last_reason,  # why it was last ejected
+        "last_error": last_error,  # its latest failure, in the ESP's own words
     }
 
 
@@ -41,12 +44,19 @@ def build_status(
     kinds: Mapping[str, str],
     health: Health,
     spool_counts: Mapping[MessageState, int],
+    last_errors: Mapping[str, str],
 ) -> dict[str, Any]:
     """`status` is "ok", "degraded" (some vendor ejected) or "panic" (all ejected)."""
     wall_offset = time.time() - time.monotonic()
     stats = {s.vendor: s for s in health.stats()}
     vendors = [
-        _vendor_json(route, kinds[route.vendor], stats[route.vendor], wall_offset)
+        _vendor_json(
+            route,
+            kinds[route.vendor],
+            stats[route.vendor],
+            wall_offset,
+            last_errors.get(route.vendor),
+        )
         for route in routes
     ]
     ejected = [v for v in vendors if v["state"] != HealthState.HEALTHY.name.lower()]
