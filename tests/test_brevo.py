@@ -28,7 +28,7 @@ from vendor_kit import (
 )
 
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.brevo import BrevoVendor
 
 CONTRACT = load_contract("brevo.send.json")
@@ -229,18 +229,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
     assert request.url.endswith("/v3/smtp/email")
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    assert await vendor(transport).send(rich_message(), 1.0) == AttemptResult(
-        outcome, reason="boom"
-    )
 
 
 # -- response → outcome ----------------------------------------------------------

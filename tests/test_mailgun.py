@@ -26,7 +26,6 @@ from mailmux.vendors.base import (
     AttemptResult,
     HttpResponse,
     Outcome,
-    TransportError,
     UnsupportedFeature,
 )
 from mailmux.vendors.mailgun import MailgunVendor, encode_multipart
@@ -289,17 +288,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
     assert request.url.endswith("/v3/mg.example.com/messages")
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    result = await vendor(transport).send(rich_message(), timeout=1.0)
-    assert result == AttemptResult(outcome, reason="boom")
 
 
 # -- response → outcome ----------------------------------------------------------

@@ -25,7 +25,7 @@ from vendor_kit import (
 )
 
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.mailjet import MailjetVendor
 
 CONTRACT = load_contract("mailjet.send.json")
@@ -278,18 +278,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_uuid() -> N
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
     assert request.url.endswith("/v3.1/send")
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    assert await vendor(transport).send(rich_message(), 1.0) == AttemptResult(
-        outcome, reason="boom"
-    )
 
 
 # -- response → outcome ----------------------------------------------------------

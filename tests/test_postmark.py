@@ -25,7 +25,7 @@ from vendor_kit import (
 )
 
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.postmark import PostmarkVendor
 
 CONTRACT = load_contract("postmark.send.json")
@@ -202,17 +202,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
     )
     ((request, timeout),) = transport.calls
     assert (request.url, timeout) == ("http://pm.test/email", 3.5)
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    result = await vendor(transport).send(rich_message(), timeout=1.0)
-    assert result == AttemptResult(outcome, reason="boom")
 
 
 # -- response → outcome ----------------------------------------------------------

@@ -25,7 +25,7 @@ from vendor_kit import (
 
 from mailmux import __version__
 from mailmux.message import Address, Attachment, Message
-from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.resend import ResendVendor
 
 CONTRACT = load_contract("resend.send.json")
@@ -235,17 +235,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> Non
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
     assert request.headers["Idempotency-Key"] == "order-42"
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    result = await vendor(transport).send(rich_message(), timeout=1.0)
-    assert result == AttemptResult(outcome, reason="boom")
 
 
 def test_an_empty_api_key_is_a_configuration_error() -> None:

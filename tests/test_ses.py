@@ -34,7 +34,7 @@ from vendor_kit import (
 
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
-from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome, TransportError
+from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.ses import QUOTA_RETRY_AFTER, SesVendor
 
 CONTRACT = load_contract("sesv2.send.ref.json")
@@ -454,17 +454,6 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_message_id(
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
     assert request.url.endswith("/v2/email/outbound-emails")
-
-
-@pytest.mark.parametrize(
-    ("sent", "outcome"), [(False, Outcome.RETRIABLE), (True, Outcome.AMBIGUOUS)]
-)
-async def test_transport_errors_map_on_whether_the_request_left(
-    sent: bool, outcome: Outcome
-) -> None:
-    transport = FakeTransport(TransportError("boom", sent=sent))
-    result = await vendor(transport).send(rich_message(), timeout=1.0)
-    assert result == AttemptResult(outcome, reason="boom")
 
 
 # -- credentials --------------------------------------------------------------------------
