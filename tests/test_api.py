@@ -268,6 +268,33 @@ async def test_a_queued_replay_is_202_with_the_header(make_api: MakeApi) -> None
     assert again["id"] == first["id"]
 
 
+async def test_a_key_reused_with_another_body_is_422_and_sends_nothing(make_api: MakeApi) -> None:
+    api = await make_api([ScriptedVendor("a", accepted("esp-1"), then=accepted("esp-2"))])
+    key = {"Idempotency-Key": "order-44"}
+
+    status1, first, _ = await api.post(MESSAGE, headers=key)
+    status2, refused, headers2 = await api.post({**MESSAGE, "text": "654321"}, headers=key)
+    status3, again, _ = await api.post(MESSAGE, headers=key)
+
+    assert status1 == 200
+    assert status2 == 422 and refused["error"]["code"] == "idempotency_key_reused"
+    assert "Idempotent-Replayed" not in headers2 and "id" not in refused
+    assert (status3, again) == (200, first)
+    assert len(api.rig.vendor("a").calls) == 1
+
+
+async def test_a_replay_of_a_failed_message_repeats_the_first_422(make_api: MakeApi) -> None:
+    api = await make_api([ScriptedVendor("a", permanent("mailbox unavailable"))])
+    key = {"Idempotency-Key": "order-45"}
+
+    status1, first, _ = await api.post(MESSAGE, headers=key)
+    status2, again, headers = await api.post(MESSAGE, headers=key)
+
+    assert (status1, status2) == (422, 422)
+    assert again == first and headers["Idempotent-Replayed"] == "true"
+    assert len(api.rig.vendor("a").calls) == 1
+
+
 # --- API keys -----------------------------------------------------------------------------
 
 

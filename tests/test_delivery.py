@@ -600,6 +600,112 @@ async def test_redeliver_with_a_lost_lease_leaves_the_new_holder_alone(
     assert record.state is MessageState.QUEUED and events == [RECEIVED]
 
 
+# --- attempts in doubt after a crash ---------------------------------------------------------
+
+
+class Crash(BaseException):
+    """The process dying mid-attempt: nothing after this point runs."""
+
+
+def crash(_: object) -> None:
+    raise Crash
+
+
+async def crashed_mid_attempt(rig: Rig, vendor: str) -> Leased:
+    """Spool m1, start a retry whose attempt at `vendor` never returns, restart, lease again."""
+    await spool(rig.store, "m1", make_message(), due=T0, vendor="other")
+    with pytest.raises(Crash):
+        await rig.deliverer.redeliver(await lease_one(rig), "w")
+    assert [c.message.subject for c in rig.vendor(vendor).calls] == ["Your code"]
+    await rig.store.release_leases("w")  # the restarted node reclaims its leases
+    return await lease_one(rig)
+
+
+async def test_a_retry_notes_its_attempt_before_sending(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    rig = make_rig(store, [ScriptedVendor("a", on_send=crash)], wall=wall)
+
+    leased = await crashed_mid_attempt(rig, "a")
+
+    assert leased.in_doubt is not None and leased.in_doubt.vendor == "a"
+    assert leased.in_doubt.started_at == T0
+
+
+async def test_an_attempt_in_doubt_is_assumed_sent_under_assume_sent(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    policy = DeliveryPolicy(ambiguous={"default": AmbiguousPolicy.ASSUME_SENT})
+    a = ScriptedVendor("a", on_send=crash)
+    rig = make_rig(store, [a], wall=wall, policy=policy)
+    leased = await crashed_mid_attempt(rig, "a")
+    a.on_send = None
+
+    state = await rig.deliverer.redeliver(leased, "w")
+
+    assert state is MessageState.SENT
+    assert len(a.calls) == 1  # never sent again
+    record, events = await stored(store, "m1")
+    assert events == [RECEIVED, ATTEMPT, SENT]
+    assert (record.vendor, record.vendor_message_id, record.attempts) == ("a", None, 1)
+    found = await store.get("m1")
+    assert found is not None
+    doubt = found[1][1]
+    assert (doubt.vendor, doubt.detail["outcome"], doubt.detail["in_doubt"]) == (
+        "a",
+        "ambiguous",
+        True,
+    )
+
+
+async def test_an_attempt_in_doubt_is_sent_again_under_resend_and_says_so(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    a = ScriptedVendor("a", on_send=crash)
+    rig = make_rig(store, [a], wall=wall)  # resend is the default policy
+    leased = await crashed_mid_attempt(rig, "a")
+    a.on_send = None
+    a.then = accepted("esp-2")
+
+    state = await rig.deliverer.redeliver(leased, "w")
+
+    assert state is MessageState.SENT
+    assert len(a.calls) == 2
+    found = await store.get("m1")
+    assert found is not None
+    record, events = found
+    assert kinds(events) == [RECEIVED, ATTEMPT, ATTEMPT, SENT]
+    assert events[1].detail["in_doubt"] is True and events[1].detail["outcome"] == "ambiguous"
+    assert events[2].detail["outcome"] == "accepted" and "in_doubt" not in events[2].detail
+    assert (record.vendor_message_id, record.attempts) == ("esp-2", 2)
+
+
+async def test_a_settled_retry_leaves_nothing_in_doubt(store: SqliteStore, wall: FakeClock) -> None:
+    rig = make_rig(store, [ScriptedVendor("a", retriable())], wall=wall)
+    await spool(store, "m1", make_message(), due=T0)
+    assert await rig.deliverer.redeliver(await lease_one(rig), "w") is MessageState.QUEUED
+    wall.advance(600.0)
+
+    leased = await lease_one(rig)
+
+    assert leased.in_doubt is None
+
+
+async def test_a_retry_that_cannot_note_its_attempt_sends_nothing(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    a = ScriptedVendor("a", accepted())
+    rig = make_rig(store, [a], wall=wall)
+    await spool(store, "m1", make_message(), due=T0)
+    stale = await lease_one(rig, owner="w1")
+    wall.advance(61.0)  # w1's lease ran out and w2 took the message
+    await lease_one(rig, owner="w2")
+
+    assert await rig.deliverer.redeliver(stale, "w1") is MessageState.QUEUED
+
+    assert a.calls == []
+
+
 # --- never later than the deadline ----------------------------------------------------------
 
 

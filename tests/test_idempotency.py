@@ -23,7 +23,7 @@ from fakes import (
 
 from mailmux.app import App
 from mailmux.config import Config
-from mailmux.idempotency import IdempotencyGuard
+from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
 from mailmux.message import Message, to_payload
 from mailmux.receipts import Receipt
 from mailmux.spool.base import MessageRecord, MessageState
@@ -31,6 +31,8 @@ from mailmux.spool.sqlite import SqliteStore
 
 WAIT = 5.0
 RETENTION = 3600.0
+HASH = "a1" * 32  # the hash of the request that first carried the key
+OTHER = "b2" * 32
 
 
 @pytest.fixture
@@ -48,14 +50,15 @@ async def store(tmp_path: Path, wall: FakeClock) -> AsyncIterator[SqliteStore]:
 class CountingDeliver:
     """`deliver` for the guard: submits one message through a real Deliverer, counted."""
 
-    def __init__(self, rig: Rig, message: Message) -> None:
+    def __init__(self, rig: Rig, message: Message, request_hash: str = "") -> None:
         self.rig = rig
         self.message = message
+        self.request_hash = request_hash or HASH
         self.calls = 0
 
     async def __call__(self) -> Receipt:
         self.calls += 1
-        return await self.rig.deliverer.submit(self.message)
+        return await self.rig.deliverer.submit(self.message, request_hash=self.request_hash)
 
 
 class GatedDeliver:
@@ -87,8 +90,8 @@ async def test_a_repeated_key_replays_the_first_receipt(
     deliver = CountingDeliver(rig, make_message(idempotency_key="k"))
     guard = guard_for(store, wall)
 
-    first, first_replayed = await guard.run("k", deliver)
-    again, again_replayed = await guard.run("k", deliver)
+    first, first_replayed = await guard.run("k", HASH, deliver)
+    again, again_replayed = await guard.run("k", HASH, deliver)
 
     assert first.state is MessageState.SENT and not first_replayed
     assert again == first and again_replayed
@@ -101,10 +104,10 @@ async def test_a_restarted_guard_replays_from_the_store(
 ) -> None:
     rig = make_rig(store, [ScriptedVendor("a", then=accepted("esp-1"))], wall=wall)
     deliver = CountingDeliver(rig, make_message(idempotency_key="k"))
-    first, _ = await guard_for(store, wall).run("k", deliver)
+    first, _ = await guard_for(store, wall).run("k", HASH, deliver)
     await store.flush()
 
-    again, replayed = await guard_for(store, wall).run("k", deliver)  # an empty cache
+    again, replayed = await guard_for(store, wall).run("k", HASH, deliver)  # an empty cache
 
     assert (again, replayed) == (first, True)
     assert deliver.calls == 1
@@ -118,7 +121,7 @@ async def test_concurrent_requests_with_one_key_deliver_once(
     deliver = GatedDeliver(receipt)
     guard = guard_for(store, wall)
 
-    tasks = [asyncio.create_task(guard.run("k", deliver)) for _ in range(20)]
+    tasks = [asyncio.create_task(guard.run("k", HASH, deliver)) for _ in range(20)]
     await asyncio.wait_for(deliver.entered.wait(), WAIT)  # the other 19 are waiting by now
     deliver.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
@@ -128,7 +131,7 @@ async def test_concurrent_requests_with_one_key_deliver_once(
     assert sorted(replayed for _, replayed in results) == [False] + [True] * 19
 
 
-async def test_a_queued_receipt_is_read_again_from_the_store(
+async def test_a_replay_answers_as_the_first_answer_did_after_the_message_moved_on(
     store: SqliteStore, wall: FakeClock
 ) -> None:
     rig = make_rig(
@@ -139,10 +142,8 @@ async def test_a_queued_receipt_is_read_again_from_the_store(
     deliver = CountingDeliver(rig, make_message(idempotency_key="k"))
     guard = guard_for(store, wall)
 
-    first, _ = await guard.run("k", deliver)
+    first, _ = await guard.run("k", HASH, deliver)
     assert first.state is MessageState.QUEUED
-    queued, replayed = await guard.run("k", deliver)
-    assert (queued, replayed) == (first, True)
 
     # The Retrier sends it meanwhile.
     [leased] = await store.lease_due(now=T0 + 300, owner="w", lease_seconds=60, limit=1)
@@ -155,15 +156,49 @@ async def test_a_queued_receipt_is_read_again_from_the_store(
     )
     await store.update(sent, [], owner="w")
 
-    now, replayed = await guard.run("k", deliver)
+    cached, cached_replayed = await guard.run("k", HASH, deliver)
+    stored, stored_replayed = await guard_for(store, wall).run("k", HASH, deliver)
 
-    assert replayed
-    assert (now.id, now.state, now.vendor, now.vendor_message_id) == (
-        first.id,
-        MessageState.SENT,
-        "b",
-        "esp-b-7",
-    )
+    assert (cached, cached_replayed) == (first, True)
+    assert (stored, stored_replayed) == (first, True)  # from the store: still the first answer
+    assert stored == Receipt(first.id, MessageState.QUEUED)
+    assert deliver.calls == 1
+
+
+async def test_a_key_reused_with_another_request_is_refused_from_memory_and_store(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    rig = make_rig(store, [ScriptedVendor("a", then=accepted("esp-1"))], wall=wall)
+    deliver = CountingDeliver(rig, make_message(idempotency_key="k"))
+    first, _ = await guard_for(store, wall).run("k", HASH, deliver)
+    await store.flush()
+    restarted = guard_for(store, wall)  # nothing cached: the store must know the hash
+
+    with pytest.raises(IdempotencyKeyReused):
+        await restarted.run("k", OTHER, deliver)
+    again, replayed = await restarted.run("k", HASH, deliver)
+    with pytest.raises(IdempotencyKeyReused):
+        await restarted.run("k", OTHER, deliver)  # now from the cache
+
+    assert (again, replayed) == (first, True)
+    assert deliver.calls == 1
+    assert len(rig.vendor("a").calls) == 1
+
+
+async def test_a_concurrent_request_with_the_key_and_another_body_is_refused(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    receipt = Receipt("m1", MessageState.SENT, "a", "esp-1")
+    deliver = GatedDeliver(receipt)
+    guard = guard_for(store, wall)
+
+    first = asyncio.create_task(guard.run("k", HASH, deliver))
+    await asyncio.wait_for(deliver.entered.wait(), WAIT)
+    with pytest.raises(IdempotencyKeyReused):
+        await guard.run("k", OTHER, deliver)
+    deliver.gate.set()
+
+    assert await asyncio.wait_for(first, WAIT) == (receipt, False)
     assert deliver.calls == 1
 
 
@@ -173,13 +208,13 @@ async def test_keys_older_than_the_retention_are_not_replayed(
     rig = make_rig(store, [ScriptedVendor("a", then=accepted())], wall=wall)
     deliver = CountingDeliver(rig, make_message(idempotency_key="k"))
     guard = guard_for(store, wall)
-    first, _ = await guard.run("k", deliver)
+    first, _ = await guard.run("k", HASH, deliver)
     await store.flush()
 
     wall.advance(RETENTION - 1.0)
-    within, within_replayed = await guard.run("k", deliver)
+    within, within_replayed = await guard.run("k", HASH, deliver)
     wall.advance(2.0)
-    after, after_replayed = await guard.run("k", deliver)
+    after, after_replayed = await guard.run("k", HASH, deliver)
 
     assert (within, within_replayed) == (first, True)
     assert not after_replayed and after.id != first.id
@@ -195,7 +230,7 @@ async def test_a_failed_delivery_reaches_every_waiter_and_frees_the_key(
     failing = GatedDeliver(RuntimeError("store unavailable"))
     guard = guard_for(store, wall)
 
-    tasks = [asyncio.create_task(guard.run("k", failing)) for _ in range(5)]
+    tasks = [asyncio.create_task(guard.run("k", HASH, failing)) for _ in range(5)]
     await asyncio.wait_for(failing.entered.wait(), WAIT)
     failing.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
@@ -206,7 +241,7 @@ async def test_a_failed_delivery_reaches_every_waiter_and_frees_the_key(
     receipt = Receipt("m2", MessageState.SENT, "a", "esp-2")
     working = GatedDeliver(receipt)
     working.gate.set()
-    assert await guard.run("k", working) == (receipt, False)
+    assert await guard.run("k", HASH, working) == (receipt, False)
     assert working.calls == 1
 
 

@@ -20,6 +20,7 @@ from mailmux.spool import open_store
 from mailmux.spool.base import (
     Event,
     EventKind,
+    InDoubt,
     LeaseLost,
     MessageRecord,
     MessageState,
@@ -578,6 +579,79 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer"):
         await store.open()
     await store.close()  # a failed open leaves nothing to stop
+
+
+async def test_a_version_1_spool_is_migrated_and_its_rows_kept(tmp_path: Path) -> None:
+    from mailmux.spool.sqlite import _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        for statement in _MIGRATIONS[0]:
+            raw.execute(statement)
+        raw.execute(
+            "INSERT INTO messages (id, state, created_at, updated_at, traffic_class,"
+            " idempotency_key, next_attempt_at, payload)"
+            " VALUES ('m', 'queued', ?, ?, 'otp', 'k', ?, x'00')",
+            (T0, T0, T0),
+        )
+        raw.execute("PRAGMA user_version = 1")
+    store = SqliteStore(str(path), clock=FakeClock())
+    await store.open()
+    try:
+        found = await store.find_by_idempotency_key("k", since=0)
+        [leased] = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=5)
+    finally:
+        await store.close()
+
+    assert found is not None and (found.request_hash, found.answered) == (None, None)
+    assert (leased.record.id, leased.payload, leased.in_doubt) == ("m", b"\x00", None)
+
+
+async def test_the_request_hash_and_first_answer_are_kept_with_the_key(
+    store: SqliteStore, make_store: StoreFactory
+) -> None:
+    record = dataclasses.replace(
+        queued("m", key="k"), request_hash="ab" * 32, answered=MessageState.QUEUED
+    )
+    await store.insert(record, received("m"), payload=b"body", durable=True)
+    store = await reopen(store, make_store)
+    [leased] = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=5)
+    await store.update(
+        dataclasses.replace(leased.record, state=MessageState.SENT, next_attempt_at=None),
+        [],
+        owner="w",
+    )
+
+    found = await store.find_by_idempotency_key("k", since=0)
+
+    assert found is not None and found.state is MessageState.SENT
+    assert (found.request_hash, found.answered) == ("ab" * 32, MessageState.QUEUED)
+
+
+async def test_an_attempt_begun_stays_in_doubt_across_a_restart_until_updated(
+    store: SqliteStore, make_store: StoreFactory
+) -> None:
+    await store.insert(queued("m"), received("m"), payload=b"body", durable=True)
+    assert len(await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=5)) == 1
+    await store.begin_attempt("m", owner="w", vendor="primary", at=T0 + 1)
+    store = await reopen(store, make_store)  # no update: the node died mid-attempt
+    assert await store.release_leases("w") == 1
+
+    [again] = await store.lease_due(now=T0 + 2, owner="w", lease_seconds=60, limit=5)
+    retry = dataclasses.replace(again.record, attempts=2, next_attempt_at=T0 + 3)
+    await store.update(retry, [], owner="w")
+    [settled] = await store.lease_due(now=T0 + 3, owner="w", lease_seconds=60, limit=5)
+
+    assert again.in_doubt == InDoubt("primary", T0 + 1)
+    assert settled.in_doubt is None
+
+
+async def test_begin_attempt_without_the_lease_raises_lease_lost(store: SqliteStore) -> None:
+    await store.insert(queued("m"), received("m"), payload=b"body", durable=True)
+    await store.lease_due(now=T0, owner="w1", lease_seconds=60, limit=5)
+
+    with pytest.raises(LeaseLost):
+        await store.begin_attempt("m", owner="w2", vendor="primary", at=T0)
 
 
 _KILLED_WRITER = textwrap.dedent(

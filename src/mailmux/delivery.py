@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
@@ -25,6 +25,7 @@ from mailmux.routing import RandomSource, Route, plan
 from mailmux.spool.base import (
     Event,
     EventKind,
+    InDoubt,
     Leased,
     LeaseLost,
     MessageRecord,
@@ -109,8 +110,12 @@ class Deliverer:
         #: Each vendor's latest failure in its own words, for `mailmux status`.
         self.last_errors: dict[str, str] = {}
 
-    async def submit(self, message: Message) -> Receipt:
-        """First delivery: answer with where the message is now (never 'accepted' unsafely)."""
+    async def submit(self, message: Message, *, request_hash: str | None = None) -> Receipt:
+        """First delivery: answer with where the message is now (never 'accepted' unsafely).
+
+        `request_hash` identifies the request that carried the message's
+        idempotency key; it is stored with the key for replays to be checked.
+        """
         message_id = new_message_id()
         now = self._wall()
         received = Event(
@@ -138,6 +143,8 @@ class Deliverer:
             reason=verdict.reason,
             attempts=result.attempts,
             next_attempt_at=next_at,
+            request_hash=request_hash,
+            answered=verdict.state,
         )
         if next_at is None:
             await self.store.insert(record, events, durable=False)
@@ -146,24 +153,48 @@ class Deliverer:
         return Receipt.from_record(record)
 
     async def redeliver(self, leased: Leased, owner: str) -> MessageState:
-        """One retry of a spooled message this node holds the lease on."""
+        """One retry of a spooled message this node holds the lease on.
+
+        Before each attempt the store durably notes it (`begin_attempt`), so
+        that if this node dies before the outcome is written, the next retry
+        finds the attempt in doubt and treats it as ambiguous: the traffic
+        class's ambiguous policy decides between assuming it sent and sending
+        again (which then says so in the message's events).
+        """
         record = leased.record
         message = from_payload(leased.payload)
         expiry = record.deadline
         if expiry is None:
             expiry = record.created_at + self.policy.max_age
-        if self._wall() >= expiry:
+        doubt = leased.in_doubt
+        doubted = [] if doubt is None else [_in_doubt_event(record.id, self._wall(), doubt)]
+        avoid = record.vendor
+        if doubt is not None:
+            avoid = None  # the same vendor may drop the duplicate by its idempotency key
+
+        async def note(vendor: str) -> None:
+            await self.store.begin_attempt(record.id, owner=owner, vendor=vendor, at=self._wall())
+
+        if doubt is not None and self._assumes_sent(message):
+            ambiguous = AttemptResult(Outcome.AMBIGUOUS, reason=_IN_DOUBT)
+            result = _Round(decided=ambiguous, vendor=doubt.vendor)
+        elif self._wall() >= expiry:
             result = _Round(deadline_passed=True, vendor=record.vendor)
         else:
-            result = await self._try_plan(
-                record.id,
-                message,
-                avoid=record.vendor,
-                expiry=expiry,
-                stop_by=leased.lease_until - LEASE_MARGIN,
-            )
-        events = list(result.events)
-        attempts = record.attempts + result.attempts
+            try:
+                result = await self._try_plan(
+                    record.id,
+                    message,
+                    avoid=avoid,
+                    expiry=expiry,
+                    stop_by=leased.lease_until - LEASE_MARGIN,
+                    before_send=note,
+                )
+            except LeaseLost:
+                log.warning("lease on %s lost while retrying it; another worker has it", record.id)
+                return record.state
+        events = [*doubted, *result.events]
+        attempts = record.attempts + result.attempts + len(doubted)
         verdict = self._conclude(record.id, result, events)
         next_at = None
         if verdict is None:
@@ -235,6 +266,7 @@ class Deliverer:
         avoid: str | None,
         expiry: float | None,
         stop_by: float | None = None,
+        before_send: Callable[[str], Awaitable[None]] | None = None,
     ) -> _Round:
         """Try the planned vendors in order until one decides the message's fate.
 
@@ -242,7 +274,8 @@ class Deliverer:
         `stop_by` is the end of this node's lease on it: no attempt may run past
         it, or the Retrier (here or on another node) could lease and send the
         message again while this attempt is still going; the rest of the plan
-        waits for the next retry.
+        waits for the next retry. `before_send(vendor)` runs before each
+        request goes out; if it raises, nothing more is sent.
         """
         result = _Round()
         chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
@@ -259,6 +292,9 @@ class Deliverer:
             if admission is None:
                 result.carriable = True  # skipped, not asked: it might carry it later
                 continue
+            if before_send is not None:
+                await before_send(name)
+                now = self._wall()
             timeout = self.policy.vendor_timeouts.get(name, self.policy.attempt_timeout)
             if expiry is not None:
                 timeout = min(timeout, expiry - now)
@@ -278,9 +314,7 @@ class Deliverer:
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
                 result.decided = attempt
                 return result
-            if attempt.outcome is Outcome.AMBIGUOUS and (
-                self.policy.ambiguous_for(message.traffic_class) is AmbiguousPolicy.ASSUME_SENT
-            ):
+            if attempt.outcome is Outcome.AMBIGUOUS and self._assumes_sent(message):
                 result.decided = attempt
                 return result
             if attempt.retry_after is not None:
@@ -288,6 +322,10 @@ class Deliverer:
         if expiry is not None and self._wall() >= expiry:
             result.deadline_passed = True
         return result
+
+    def _assumes_sent(self, message: Message) -> bool:
+        policy = self.policy.ambiguous_for(message.traffic_class)
+        return policy is AmbiguousPolicy.ASSUME_SENT
 
     async def _attempt(
         self, name: str, admission: Admission, message: Message, timeout: float
@@ -308,6 +346,20 @@ class Deliverer:
         if attempt.outcome is Outcome.VENDOR_CONFIG:
             log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
         return attempt, latency
+
+
+_IN_DOUBT = "in doubt: mailmux stopped during this attempt, before its outcome was recorded"
+
+
+def _in_doubt_event(message_id: str, at: float, doubt: InDoubt) -> Event:
+    """The attempt a stopped node left unfinished, as the ambiguous attempt it was."""
+    detail = {
+        "outcome": Outcome.AMBIGUOUS.value,
+        "reason": _IN_DOUBT,
+        "in_doubt": True,
+        "started_at": doubt.started_at,
+    }
+    return Event(message_id, at, EventKind.ATTEMPT, doubt.vendor, detail)
 
 
 def _attempt_event(

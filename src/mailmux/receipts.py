@@ -34,6 +34,17 @@ class Receipt:
             reason=record.reason,
         )
 
+    @classmethod
+    def first_answer(cls, record: MessageRecord) -> Receipt:
+        """The receipt as the first answer gave it (what an Idempotency-Key replays).
+
+        A terminal state never changes, so only a message first answered
+        `queued` can differ from its record now; that answer carried no vendor.
+        """
+        if record.answered is MessageState.QUEUED:
+            return cls(id=record.id, state=MessageState.QUEUED)
+        return cls.from_record(record)
+
     def to_json(self) -> dict[str, str | None]:
         body: dict[str, str | None] = {
             "id": self.id,

@@ -8,6 +8,7 @@ Deliverer, answer with the receipt. The status code says what happened:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from mailmux.delivery import Deliverer
-from mailmux.idempotency import IdempotencyGuard
+from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi import OPENAPI
 from mailmux.message import InvalidMessage, MessageLimits
@@ -143,9 +144,19 @@ class Api:
             if key is None:
                 receipt, replayed = await self.ctx.deliverer.submit(message), False
             else:
+                request_hash = hashlib.sha256(raw).hexdigest()
                 receipt, replayed = await self.ctx.guard.run(
-                    key, lambda: self.ctx.deliverer.submit(message)
+                    key,
+                    request_hash,
+                    lambda: self.ctx.deliverer.submit(message, request_hash=request_hash),
                 )
+        except IdempotencyKeyReused:
+            return error_response(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was first used with a different request body;"
+                " use a new key for a new message",
+            )
         except IdempotencyConflict:
             return error_response(
                 409,

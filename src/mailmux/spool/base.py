@@ -64,6 +64,22 @@ class MessageRecord:
     reason: str | None = None  # why it failed or expired
     attempts: int = 0  # attempts made so far, over all vendors
     next_attempt_at: float | None = None  # queued only
+    # Fixed at insert, like idempotency_key: what an Idempotency-Key replay is checked
+    # against and answered with.
+    request_hash: str | None = None  # hex digest of the request that carried the key
+    answered: MessageState | None = None  # the state the first answer reported
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """An attempt a retry began (durably noted) whose outcome was never recorded.
+
+    The node stopped between sending and writing the result: the vendor may
+    have accepted the message. The next retry treats it as an ambiguous attempt.
+    """
+
+    vendor: str
+    started_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,7 @@ class Leased:
     record: MessageRecord
     payload: bytes
     lease_until: float
+    in_doubt: InDoubt | None = None
 
 
 class IdempotencyConflict(KeyError):
@@ -119,6 +136,16 @@ class Store(ABC):
         """Lease up to `limit` queued messages due by `now` whose lease is free or expired."""
 
     @abstractmethod
+    async def begin_attempt(self, message_id: str, *, owner: str, vendor: str, at: float) -> None:
+        """Durably note that a retry is about to send the leased message to `vendor`.
+
+        Returns once the note is on disk, before the request goes out, so that a
+        node killed mid-attempt leaves the attempt in doubt (`Leased.in_doubt`)
+        instead of forgotten. `update` clears it; `release_leases` keeps it.
+        Raises LeaseLost if `owner` no longer holds the lease.
+        """
+
+    @abstractmethod
     async def release_leases(self, owner: str) -> int:
         """Free every lease `owner` holds (a restarted node reclaims its own at once)."""
 
@@ -126,8 +153,9 @@ class Store(ABC):
     async def update(self, record: MessageRecord, events: Sequence[Event], *, owner: str) -> None:
         """Durably write a leased message's new state and release the lease.
 
-        A terminal state drops the stored payload. Raises LeaseLost if `owner`
-        no longer holds the lease.
+        A terminal state drops the stored payload; any attempt noted by
+        `begin_attempt` is settled. Raises LeaseLost if `owner` no longer holds
+        the lease.
         """
 
     @abstractmethod

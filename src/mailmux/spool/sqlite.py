@@ -63,6 +63,12 @@ Leases. `lease_due` is a write in a batch; every batch starts with `BEGIN
 IMMEDIATE`, which takes the database's write lock, so two stores on one file
 (two processes) never lease the same message.
 
+Attempts in doubt. `begin_attempt` is a durable write like `update`: it notes
+the vendor a retry is about to send to, in the message's row, before the
+request goes out. `update` clears the note with the outcome; `release_leases`
+keeps it, so a node restarted after a kill -9 leases the message again with
+`Leased.in_doubt` set and the Deliverer treats that attempt as ambiguous.
+
 Idempotency keys are unique, but only for `idempotency_retention` seconds: an
 insert whose key is held by a row older than that clears the old row's key and
 proceeds; a younger holder makes a durable insert raise KeyError. A
@@ -94,6 +100,7 @@ from mailmux.spool.base import (
     Event,
     EventKind,
     IdempotencyConflict,
+    InDoubt,
     Leased,
     LeaseLost,
     MessageRecord,
@@ -143,14 +150,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX events_message ON events (message_id)",
     ),
+    (
+        # What an Idempotency-Key replay is checked against and answered with.
+        "ALTER TABLE messages ADD COLUMN request_hash TEXT",
+        "ALTER TABLE messages ADD COLUMN answered TEXT",
+        # A retry's attempt that began but whose outcome was never written.
+        "ALTER TABLE messages ADD COLUMN in_doubt_vendor TEXT",
+        "ALTER TABLE messages ADD COLUMN in_doubt_at REAL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
     "id, state, created_at, updated_at, traffic_class, deadline, idempotency_key,"
-    " vendor, vendor_message_id, reason, attempts, next_attempt_at"
+    " vendor, vendor_message_id, reason, attempts, next_attempt_at, request_hash, answered"
 )
-_INSERT_MESSAGE = f"INSERT INTO messages ({_COLUMNS}, payload) VALUES ({', '.join('?' * 13)})"
+_INSERT_MESSAGE = f"INSERT INTO messages ({_COLUMNS}, payload) VALUES ({', '.join('?' * 15)})"
 _INSERT_EVENT = "INSERT INTO events (message_id, at, kind, vendor, detail) VALUES (?, ?, ?, ?, ?)"
 _KEY_HOLDER = "SELECT id, created_at FROM messages WHERE idempotency_key = ?"
 _FREE_KEY = "UPDATE messages SET idempotency_key = NULL WHERE id = ?"
@@ -160,12 +175,14 @@ _LEASE = f"""UPDATE messages SET lease_owner = ?, lease_until = ?
         WHERE state = 'queued' AND next_attempt_at <= ?
             AND (lease_until IS NULL OR lease_until < ?)
         ORDER BY next_attempt_at LIMIT ?)
-    RETURNING {_COLUMNS}, payload"""
+    RETURNING {_COLUMNS}, payload, in_doubt_vendor, in_doubt_at"""
 # id, created_at and idempotency_key identify the message and are fixed at insert.
 _UPDATE = """UPDATE messages SET state = ?, updated_at = ?, traffic_class = ?, deadline = ?,
         vendor = ?, vendor_message_id = ?, reason = ?, attempts = ?, next_attempt_at = ?,
-        lease_owner = NULL, lease_until = NULL,
+        lease_owner = NULL, lease_until = NULL, in_doubt_vendor = NULL, in_doubt_at = NULL,
         payload = CASE WHEN ? THEN NULL ELSE payload END
+    WHERE id = ? AND lease_owner = ? AND state = 'queued'"""
+_BEGIN_ATTEMPT = """UPDATE messages SET in_doubt_vendor = ?, in_doubt_at = ?
     WHERE id = ? AND lease_owner = ? AND state = 'queued'"""
 _RELEASE = (
     "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
@@ -183,7 +200,23 @@ _KINDS = {kind.value: kind for kind in EventKind}
 
 
 def _record(row: Sequence[Any]) -> MessageRecord:
-    return MessageRecord(row[0], _STATES[row[1]], *row[2:12])
+    answered = None if row[13] is None else _STATES[row[13]]
+    return MessageRecord(
+        id=row[0],
+        state=_STATES[row[1]],
+        created_at=row[2],
+        updated_at=row[3],
+        traffic_class=row[4],
+        deadline=row[5],
+        idempotency_key=row[6],
+        vendor=row[7],
+        vendor_message_id=row[8],
+        reason=row[9],
+        attempts=row[10],
+        next_attempt_at=row[11],
+        request_hash=row[12],
+        answered=answered,
+    )
 
 
 def _message_row(record: MessageRecord, payload: bytes | None) -> list[Any]:
@@ -200,6 +233,8 @@ def _message_row(record: MessageRecord, payload: bytes | None) -> list[Any]:
         record.reason,
         record.attempts,
         record.next_attempt_at,
+        record.request_hash,
+        record.answered,
         None if record.state in TERMINAL_STATES else payload,  # as update() would leave it
     ]
 
@@ -448,6 +483,9 @@ class SqliteStore(Store):
             return []
         leased: list[Leased] = await self._submit(_lease, now, owner, lease_seconds, limit)
         return leased
+
+    async def begin_attempt(self, message_id: str, *, owner: str, vendor: str, at: float) -> None:
+        await self._submit(_begin_attempt, message_id, owner, vendor, at)
 
     async def release_leases(self, owner: str) -> int:
         released: int = await self._submit(_release, owner)
@@ -713,7 +751,17 @@ def _lease(
     until = now + lease_seconds
     rows = cur.execute(_LEASE, (owner, until, now, now, limit)).fetchall()
     rows.sort(key=lambda row: row[11])  # RETURNING order is unspecified: by next_attempt_at
-    return [Leased(_record(row), row[12], until) for row in rows]
+    return [
+        Leased(_record(row), row[14], until, None if row[15] is None else InDoubt(*row[15:17]))
+        for row in rows
+    ]
+
+
+def _begin_attempt(
+    cur: sqlite3.Cursor, message_id: str, owner: str, vendor: str, at: float
+) -> None:
+    if cur.execute(_BEGIN_ATTEMPT, (vendor, at, message_id, owner)).rowcount != 1:
+        raise LeaseLost(message_id)
 
 
 def _update(
