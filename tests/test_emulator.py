@@ -246,6 +246,40 @@ async def test_a_hung_request_is_answered_once_the_faults_expire(
     assert emulator.faults == Faults()
 
 
+@pytest.mark.parametrize(
+    ("faults", "outcome"),
+    [
+        ({"hang": True, "accept": True}, Outcome.AMBIGUOUS),
+        ({"reset": True, "accept": True}, Outcome.AMBIGUOUS),
+        ({"status": 503, "accept": True}, Outcome.RETRIABLE),
+    ],
+)
+async def test_accept_keeps_the_message_though_the_answer_goes_wrong(
+    emulator: Emulator,
+    vendor: SendGridVendor,
+    http: aiohttp.ClientSession,
+    faults: dict[str, Any],
+    outcome: Outcome,
+) -> None:
+    await set_faults(http, emulator.port, faults)
+    result = await vendor.send(message(), 0.3)
+    assert result.outcome is outcome
+    assert len(emulator.messages) == 1
+
+
+async def test_without_accept_a_faulted_request_is_not_kept(
+    emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
+) -> None:
+    await set_faults(http, emulator.port, {"reset": True})
+    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.AMBIGUOUS
+    assert emulator.messages == []
+
+
+def test_accept_alone_is_refused() -> None:
+    with pytest.raises(FaultError, match="accept"):
+        Faults(accept=True)
+
+
 async def test_reset_is_ambiguous(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:

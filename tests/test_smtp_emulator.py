@@ -288,6 +288,15 @@ async def test_latency_delays_the_reply_to_data(emulator: SmtpEmulator, vendor: 
     assert result.outcome is Outcome.ACCEPTED
 
 
+async def test_accept_keeps_the_message_though_the_reply_is_an_error(
+    emulator: SmtpEmulator, vendor: SmtpVendor
+) -> None:
+    emulator.set_faults(Faults(status=503, accept=True))
+    result = await vendor.send(message(), TIMEOUT)
+    assert result.outcome is Outcome.RETRIABLE
+    assert len(emulator.messages) == 1
+
+
 async def test_a_hung_reply_comes_once_the_faults_expire(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:

@@ -7,6 +7,9 @@ set. Two kinds:
 - per-request faults — `status`, `latency_ms`, `hang`, `reset` — hit a
   fraction `rate` of API requests (drawn from the emulator's random source);
   on a hit the delay comes first, then the hang, reset or error status;
+  with `accept` the message is stored before any of them, so the ESP has
+  taken it though its answer comes late, never, as a reset or as an error:
+  what makes sending it again a duplicate;
 - `down` closes the listening socket, so new connections are refused.
 
 `for_ms` makes the whole set temporary: when it runs out the faults clear by
@@ -33,6 +36,7 @@ class Faults:
     latency_ms: float = 0.0  # delay before answering
     hang: bool = False  # read the request, never answer (until faults change)
     reset: bool = False  # read the request, then abort the connection (RST)
+    accept: bool = False  # store the message first, then apply the faults above
     down: bool = False  # stop listening: connections are refused
     for_ms: float | None = None  # clear all faults after this long
 
@@ -50,6 +54,8 @@ class Faults:
             raise FaultError(f"latency_ms: must be ≥ 0, got {self.latency_ms}")
         if self.for_ms is not None and self.for_ms <= 0:
             raise FaultError(f"for_ms: must be > 0, got {self.for_ms}")
+        if self.accept and not self.per_request:
+            raise FaultError("accept: only meaningful with status, latency_ms, hang or reset")
         endings = [name for name, on in self._endings() if on]
         if len(endings) > 1:
             raise FaultError(f"{' and '.join(endings)}: choose one way for a request to end")
@@ -77,6 +83,7 @@ class Faults:
             latency_ms=_number(data, "latency_ms", 0.0),
             hang=_flag(data, "hang"),
             reset=_flag(data, "reset"),
+            accept=_flag(data, "accept"),
             down=_flag(data, "down"),
             for_ms=_optional_number(data, "for_ms"),
         )
@@ -91,7 +98,17 @@ class Faults:
         }
 
 
-_ORDER = ("status", "rate", "retry_after", "latency_ms", "hang", "reset", "down", "for_ms")
+_ORDER = (
+    "status",
+    "rate",
+    "retry_after",
+    "latency_ms",
+    "hang",
+    "reset",
+    "accept",
+    "down",
+    "for_ms",
+)
 _FIELDS = frozenset(_ORDER)
 
 

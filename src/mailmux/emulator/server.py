@@ -167,7 +167,8 @@ class Emulator(ControlledEmulator):
     # -- the ESP API (hot path) --------------------------------------------
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        if self._fault_control.faults.per_request:
+        faults = self._fault_control.faults
+        if faults.per_request and not faults.accept:
             injected = await self._inject(request)
             if injected is not None:
                 return injected
@@ -176,6 +177,10 @@ class Emulator(ControlledEmulator):
             return received
         message_id = f"{self._id_prefix}{next(self._ids):07x}"
         self._store.add(message_id, received)
+        if faults.per_request and faults.accept:  # taken; now the answer goes wrong
+            injected = await self._inject(request)
+            if injected is not None:
+                return injected
         return self._esp.accepted(message_id)
 
     async def _inject(self, request: web.Request) -> web.StreamResponse | None:

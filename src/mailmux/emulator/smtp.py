@@ -203,17 +203,26 @@ class SmtpEmulator(ControlledEmulator):
         return AuthResult(success=ok, handled=False, auth_data=user.decode() if ok else None)
 
     async def _end_of_data(self, connection: Connection, envelope: Envelope) -> str:
-        """The final reply to DATA: an injected fault, or the message stored and queued."""
-        if self._fault_control.faults.per_request:
+        """The final reply to DATA: an injected fault, or the message stored and queued
+        (with `accept`, stored first and then the fault)."""
+        faults = self._fault_control.faults
+        if faults.accept:
+            message_id = self._keep(connection, envelope)
+        if faults.per_request:
             hit = await self._fault_control.strike()
             if hit is not None:
                 if hit.status is None:  # reset
                     await connection.reset_and_wait()
                 return reply_for_status(hit.status)
+        if not faults.accept:
+            message_id = self._keep(connection, envelope)
+        return f"250 2.0.0 Ok: queued as {message_id}"
+
+    def _keep(self, connection: Connection, envelope: Envelope) -> str:
         message = received(connection, envelope, implicit_tls=self.implicit_tls)
         message_id = f"{self._id_prefix}{next(self._ids):07X}"
         self._store.add(message_id, message)
-        return f"250 2.0.0 Ok: queued as {message_id}"
+        return message_id
 
 
 def run_smtp_emulator(host: str, port: int, control_port: int | None) -> None:
