@@ -35,7 +35,7 @@ from mailmux.message import from_payload
 from mailmux.routing import Availability
 from mailmux.spool.base import EventKind, Leased, MessageRecord, MessageState
 from mailmux.spool.sqlite import SqliteStore
-from mailmux.vendors.base import Outcome
+from mailmux.vendors.base import AttemptResult, Outcome
 
 RECEIVED, ATTEMPT, SENT = EventKind.RECEIVED, EventKind.ATTEMPT, EventKind.SENT
 SPOOLED, RETRY_SCHEDULED = EventKind.SPOOLED, EventKind.RETRY_SCHEDULED
@@ -421,6 +421,50 @@ async def test_every_vendor_raising_still_spools(store: SqliteStore, wall: FakeC
     assert receipt.state is MessageState.QUEUED
     [leased] = await store.lease_due(now=T0 + 300, owner="w", lease_seconds=60, limit=10)
     assert leased.record.id == receipt.id and from_payload(leased.payload) == message
+
+
+def unsupported(reason: str) -> AttemptResult:
+    return AttemptResult(Outcome.UNSUPPORTED, reason=reason)
+
+
+async def test_a_message_no_vendor_can_carry_fails_naming_each_reason_once(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    tags = "11 tags; SendGrid takes at most 10 categories"
+    rig = make_rig(
+        store,
+        [
+            ScriptedVendor("primary", unsupported(tags)),
+            ScriptedVendor("backup", unsupported(tags)),
+            ScriptedVendor("relay", unsupported("tags: a plain SMTP relay has no place for them")),
+        ],
+        wall=wall,
+    )
+
+    receipt = await rig.deliverer.submit(make_message())
+
+    assert receipt.state is MessageState.FAILED
+    assert receipt.reason == (
+        f"no vendor can carry this message: primary, backup: {tags}; "
+        "relay: tags: a plain SMTP relay has no place for them"
+    )
+
+
+async def test_an_unsupported_vendor_is_skipped_for_the_next(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    rig = make_rig(
+        store,
+        [ScriptedVendor("primary", unsupported("raw MIME")), ScriptedVendor("b", accepted())],
+        wall=wall,
+    )
+
+    receipt = await rig.deliverer.submit(make_message())
+
+    assert (receipt.state, receipt.vendor) == (MessageState.SENT, "b")
+    assert rig.health.availability()["primary"] is Availability.AVAILABLE
+    primary = next(s for s in rig.health.stats() if s.vendor == "primary")
+    assert primary.state is HealthState.HEALTHY
 
 
 # --- redeliver ------------------------------------------------------------------------------

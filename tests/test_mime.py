@@ -189,6 +189,16 @@ def test_parse_mime_envelope_from_stands_in_for_a_missing_from() -> None:
     assert errors_of(lambda: parse_mime(raw)) == [("from", "required")]
 
 
+def test_parse_mime_reduces_a_filename_to_its_base_name_or_names_it_itself() -> None:
+    mime = EmailMessage()
+    mime["From"], mime["To"] = "a@example.com", "b@example.com"
+    mime.set_content("hi")
+    mime.add_attachment(PDF, "application", "pdf", filename='../../tmp/"x".pdf')
+    mime.add_attachment(PNG, "image", "png", filename="../")
+    message = parse_mime(mime.as_bytes())
+    assert [a.filename for a in message.attachments] == ["x.pdf", "attachment-2.png"]
+
+
 def test_parse_mime_inline_part_without_content_id_is_an_attachment() -> None:
     mime = EmailMessage()
     mime["From"], mime["To"] = "a@example.com", "b@example.com"

@@ -89,6 +89,27 @@ def test_attachment_content_type_is_guessed_from_the_filename(filename: str, exp
     assert parse_native(payload, now=NOW).attachments[0].content_type == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "sent_as"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\ada\\invoice.pdf", "invoice.pdf"),
+        ('report".pdf', "report.pdf"),
+        ("it's\tmine.txt", "its mine.txt".replace(" ", "")),
+        ("plain name.pdf", "plain name.pdf"),
+    ],
+)
+def test_an_attachment_filename_is_reduced_to_a_safe_base_name(given: str, sent_as: str) -> None:
+    payload = minimal(attachments=[{"filename": given, "content": b64(b"x")}])
+    assert parse_native(payload, now=NOW).attachments[0].filename == sent_as
+
+
+@pytest.mark.parametrize("given", ["../", "..", '""', "dir/\\"])
+def test_a_filename_with_no_base_name_is_refused(given: str) -> None:
+    payload = minimal(attachments=[{"filename": given, "content": b64(b"x")}])
+    assert native_errors(payload) == [("attachments[0].filename", "invalid_filename")]
+
+
 def test_explicit_content_type_is_lower_cased() -> None:
     payload = minimal(attachments=[{"filename": "a", "content": "", "content_type": "Text/CSV"}])
     assert parse_native(payload, now=NOW).attachments[0] == Attachment("a", b"", "text/csv")

@@ -277,7 +277,7 @@ async def test_what_smtp_cannot_carry_is_unsupported_before_connecting(
     async with vendor_for(closed_port()) as smtp:
         result = await smtp.send(rich_message(**changes), TIMEOUT)
     assert result.outcome is Outcome.UNSUPPORTED
-    assert result.reason.startswith(f"smtp: {reason}:")
+    assert result.reason.startswith(f"{reason}:")
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ class _Round:
     attempts: int = 0
     retry_after: float | None = None
     deadline_passed: bool = False
-    unsupported: list[str] = field(default_factory=list)  # reasons of vendors that can't carry it
+    unsupported: list[tuple[str, str]] = field(default_factory=list)  # (vendor, why it can't)
     carriable: bool = False  # some vendor in the plan was skipped or answered otherwise
     events: list[Event] = field(default_factory=list)
 
@@ -232,7 +232,7 @@ class Deliverer:
             events.append(Event(message_id, now, EventKind.SENT, result.vendor, sent))
             return _Verdict(MessageState.SENT, vendor_message_id=decided.vendor_message_id)
         if result.unsupported and not result.carriable:
-            reason = "no vendor can carry this message: " + "; ".join(result.unsupported)
+            reason = "no vendor can carry this message: " + _grouped(result.unsupported)
             events.append(Event(message_id, now, EventKind.FAILED, None, {"reason": reason}))
             return _Verdict(MessageState.FAILED, reason=reason)
         if result.deadline_passed:
@@ -308,7 +308,7 @@ class Deliverer:
             result.vendor = name
             result.events.append(_attempt_event(message_id, self._wall(), name, attempt, latency))
             if attempt.outcome is Outcome.UNSUPPORTED:
-                result.unsupported.append(attempt.reason)
+                result.unsupported.append((name, attempt.reason))
                 continue
             result.carriable = True
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
@@ -346,6 +346,14 @@ class Deliverer:
         if attempt.outcome is Outcome.VENDOR_CONFIG:
             log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
         return attempt, latency
+
+
+def _grouped(reasons: Sequence[tuple[str, str]]) -> str:
+    """`a, b: why; c: why not`: each reason once, with the vendors that gave it."""
+    vendors_by_reason: dict[str, list[str]] = {}
+    for vendor, reason in reasons:
+        vendors_by_reason.setdefault(reason, []).append(vendor)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in vendors_by_reason.items())
 
 
 _IN_DOUBT = "in doubt: mailmux stopped during this attempt, before its outcome was recorded"

@@ -21,6 +21,11 @@ trip is a caller who gives up. Choices worth knowing:
 - Subject, header values, display names, filenames, content ids, tags and
   metadata may not contain line breaks or NUL (`header_injection`): vendors
   are free to put tags and metadata in headers, so they get the same rule.
+- An attachment's filename is reduced to a safe base name (`safe_filename`):
+  what follows the last `/` or `\\`, without quotes or control characters.
+  ESPs and mail clients differ in how they quote a filename in
+  Content-Disposition and where they would save `../../x`; a plain base name
+  means the same to all of them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ RESERVED_HEADERS = frozenset(
     | {f"resent-{n}" for n in ("date", "from", "sender", "to", "cc", "bcc", "message-id")}
 )
 _TRAFFIC_CLASS = re.compile(r"[a-z0-9_-]{1,64}")
+_FILENAME_DIRS = re.compile(r".*[/\\]", re.DOTALL)  # everything up to the last separator
+_FILENAME_UNSAFE = re.compile("[\"'\x00-\x1f\x7f]")  # quotes and control characters
 _CONTENT_ID = re.compile(r"[!-;=?-~]+")  # printable ASCII except '<' and '>'
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 _JSON_TYPES = {
@@ -247,6 +254,18 @@ class Checker:
                 f"is {size} bytes decoded; the limit is {self.limits.max_attachment_bytes}",
             )
 
+    def filename(self, value: object, path: str) -> str | None:
+        """An attachment's filename as its safe base name; None (with the error) if it
+        is not a string, breaks a header, or has no base name."""
+        text = self.string(value, path, header=True)
+        if text is None:
+            return None
+        base = safe_filename(text)
+        if not base:
+            self.fail(path, "invalid_filename", f"{text[:80]!r} has no file name to send")
+            return None
+        return base
+
     def content_id(self, value: object, path: str) -> str | None:
         text = self.string(value, path, header=True)
         if text is None:
@@ -294,6 +313,13 @@ class Checker:
             self.fail(path, "deadline_passed", f"the deadline {value!r} has already passed")
             return None
         return float(deadline)
+
+
+def safe_filename(name: str) -> str:
+    """`name`'s base name without quotes or control characters ("" if nothing is left):
+    `../../etc/"passwd"` becomes `passwd`."""
+    base = _FILENAME_UNSAFE.sub("", _FILENAME_DIRS.sub("", name)).strip()
+    return "" if base in (".", "..") else base
 
 
 def _parse_instant(text: str) -> float | None:

@@ -35,6 +35,7 @@ from mailmux.message import (
     InvalidMessage,
     Message,
     MessageLimits,
+    safe_filename,
 )
 
 # Added by relays on the way; meaningless once the message is re-sent through an ESP API.
@@ -300,10 +301,14 @@ def _mime_parts(
                 m.as_bytes(policy=_VERBATIM) for m in part.get_payload() if isinstance(m, MIMEPart)
             )
         check.attachment_size(len(content), f"{path}.content")
-        filename = part.get_filename()
-        if filename is None:
+        given = part.get_filename()
+        filename = check.string(
+            None if given is None else _unescape(given), f"{path}.filename", header=True
+        )
+        if filename is None or not safe_filename(filename):  # a name of our own instead
             filename = f"attachment-{len(attachments) + 1}{mimetypes.guess_extension(ctype) or ''}"
-        filename = check.string(_unescape(filename), f"{path}.filename", header=True)
+        else:
+            filename = safe_filename(filename)
         cid_header = part.get("Content-ID")
         cid = check.content_id(
             None if cid_header is None else str(cid_header), f"{path}.content_id"

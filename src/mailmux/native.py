@@ -229,9 +229,11 @@ class _NativeChecker(Checker):
             return None
         before = len(self.errors)
         self.unknown(item, _ATTACHMENT_FIELDS, path)
-        filename = self.string(item.get("filename"), f"{path}.filename", header=True)
+        filename = None
         if item.get("filename") in (None, ""):
             self.fail(f"{path}.filename", "required", "an attachment needs a filename")
+        else:
+            filename = self.filename(item["filename"], f"{path}.filename")
         content = self.base64(self.required(item, "content", path), f"{path}.content")
         content_type = self.content_type(item.get("content_type"), filename or "", path)
         inline = item.get("inline", False)

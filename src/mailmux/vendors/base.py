@@ -212,7 +212,7 @@ class HttpVendor(Vendor):
         try:
             request = _exact_size(self.build_request(message))
         except UnsupportedFeature as err:
-            return AttemptResult(Outcome.UNSUPPORTED, reason=f"{self.kind}: {err}")
+            return AttemptResult(Outcome.UNSUPPORTED, reason=str(err))
         try:
             response = await self.transport(request, timeout)
         except TransportError as err:

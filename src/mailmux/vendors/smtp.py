@@ -102,7 +102,7 @@ class SmtpVendor(Vendor):
         try:
             envelope = build_envelope(message)
         except UnsupportedFeature as err:
-            return AttemptResult(Outcome.UNSUPPORTED, reason=f"{self.kind}: {err}")
+            return AttemptResult(Outcome.UNSUPPORTED, reason=str(err))
         progress = _Progress()
         try:
             async with asyncio.timeout(timeout), self._slots:
