@@ -95,7 +95,7 @@ def test_attachment_content_type_is_guessed_from_the_filename(filename: str, exp
         ("../../etc/passwd", "passwd"),
         ("C:\\Users\\ada\\invoice.pdf", "invoice.pdf"),
         ('report".pdf', "report.pdf"),
-        ("it's\tmine.txt", "its mine.txt".replace(" ", "")),
+        ("it's\tmine.txt", "itsmine.txt"),
         ("plain name.pdf", "plain name.pdf"),
     ],
 )
