@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jsonschema  # type: ignore[import-untyped]
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -231,6 +232,22 @@ async def test_a_request_over_the_size_limit_is_413_json(make_api: MakeApi) -> N
     assert "4096" in body["error"]["message"]
     status, _, _ = await api.post({**MESSAGE, "text": "x" * 3000})  # under the limit
     assert status == 200
+
+
+async def test_a_chunked_request_over_the_size_limit_is_413_json(make_api: MakeApi) -> None:
+    api = await make_api([SandboxVendor("box")], max_request_bytes=4096)
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    over = orjson.dumps({**MESSAGE, "text": "x" * 8192})
+    status, body, _ = await api.post(data=chunks(over))
+    under = orjson.dumps({**MESSAGE, "text": "x" * 3000})
+    status_under, receipt, _ = await api.post(data=chunks(under))
+
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert status_under == 200 and receipt["state"] == "sent"
 
 
 async def test_an_idempotency_key_over_256_characters_is_400(make_api: MakeApi) -> None:

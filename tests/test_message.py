@@ -86,6 +86,38 @@ def test_payload_of_an_unknown_version_is_refused() -> None:
         from_payload(b'{"v": 99}')
 
 
+def test_payload_keeps_attachment_bytes_as_they_are() -> None:
+    blob = bytes(range(256)) * 4096  # 1 MiB that base64 or JSON escaping would inflate
+    message = dataclasses.replace(RICH, attachments=(Attachment("big.bin", blob),))
+    payload = to_payload(message)
+    assert blob in payload
+    assert len(payload) < len(blob) + 2048
+    assert from_payload(payload) == message
+
+
+def test_a_version_1_payload_is_still_read() -> None:
+    v1 = (
+        b'{"v":1,"sender":["a@example.com",null],"to":[["b@example.com","B"]],"cc":[],'
+        b'"bcc":[],"reply_to":[],"subject":"s","text":"x","html":null,"headers":{},'
+        b'"attachments":[["a.png","iVBORw==","image/png",true,"logo@x"]],"tags":["t"],'
+        b'"metadata":{},"class":"otp","deadline":null,"idempotency_key":null,'
+        b'"raw_mime":"RnJvbTogYQ=="}'
+    )
+    message = from_payload(v1)
+    assert message.attachments == (Attachment("a.png", b"\x89PNG", "image/png", True, "logo@x"),)
+    assert (message.to, message.raw_mime, message.tags) == (
+        (Address("b@example.com", "B"),),
+        b"From: a",
+        ("t",),
+    )
+
+
+def test_a_truncated_payload_is_refused() -> None:
+    payload = to_payload(RICH)
+    with pytest.raises(ValueError, match="do not add up"):
+        from_payload(payload[:-3])
+
+
 def test_field_error_string_form() -> None:
     assert str(FieldError("to[0]", "required", "missing")) == "to[0]: missing"
     assert str(FieldError("", "too_large", "too big")) == "too big"

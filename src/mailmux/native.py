@@ -13,7 +13,7 @@ does.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import difflib
 import mimetypes
 import re
@@ -251,14 +251,16 @@ class _NativeChecker(Checker):
         return Attachment(filename, content, content_type, inline is True, content_id)
 
     def base64(self, text: str | None, path: str) -> bytes | None:
+        """Decoded straight from the JSON string: `binascii` reads an ASCII str in place,
+        where `base64.b64decode` would first copy it into bytes."""
         if text is None:
             return None
         try:
-            content = base64.b64decode(text, validate=True)
-        except ValueError:
+            content = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):  # ValueError: not ASCII
             try:  # MIME-style line-wrapped base64 is common; only then pay for the copy
-                content = base64.b64decode("".join(text.split()), validate=True)
-            except ValueError:
+                content = binascii.a2b_base64("".join(text.split()), strict_mode=True)
+            except (binascii.Error, ValueError):
                 self.fail(path, "invalid_base64", "is not valid base64")
                 return None
         self.attachment_size(len(content), path)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mailmux.delivery import Deliverer
 from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
+from mailmux.ingress.body import BodyTooLarge, read_body
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi import OPENAPI
 from mailmux.message import InvalidMessage, MessageLimits
@@ -110,18 +111,20 @@ class Api:
         if denied is not None:
             return denied
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            body = await read_body(request, self._max_request_bytes)
+        except BodyTooLarge:
             return error_response(
                 413,
                 "request_too_large",
                 f"request body exceeds {self._max_request_bytes} bytes",
             )
         try:
-            payload = orjson.loads(raw)
+            payload = orjson.loads(body)
         except orjson.JSONDecodeError as err:
             return error_response(400, "invalid_json", f"request body is not JSON: {err}")
         key = request.headers.get("Idempotency-Key")
+        request_hash = "" if key is None else hashlib.sha256(body).hexdigest()
+        del body  # parsed: a large body is not held while the message is delivered
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             return error_response(
                 400,
@@ -140,11 +143,11 @@ class Api:
                 "; ".join(f"{e.path}: {e.message}" for e in err.errors),
                 details=details,
             )
+        del payload  # the Message holds what is needed; the decoded JSON can go
         try:
             if key is None:
                 receipt, replayed = await self.ctx.deliverer.submit(message), False
             else:
-                request_hash = hashlib.sha256(raw).hexdigest()
                 receipt, replayed = await self.ctx.guard.run(
                     key,
                     request_hash,
