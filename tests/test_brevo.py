@@ -14,6 +14,7 @@ import orjson
 import pytest
 import vendor_kit
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -54,14 +55,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.brevo.example/v3/smtp/email"
@@ -196,7 +197,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith("brevo: ")
@@ -221,7 +222,7 @@ def test_extensions_are_matched_without_regard_to_case() -> None:
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     answer = b'{"messageId":"<201798300811.5787683@relay.domain.com>"}'
     transport = FakeTransport(HttpResponse(201, {}, answer))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="<201798300811.5787683@relay.domain.com>", status=201

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import vendor_kit
 from emulator_kit import TIMEOUT, emulator_fixture, http_fixture, post_to, read_back, vendor_fixture
-from vendor_kit import PDF
+from vendor_kit import MESSAGE_ID, PDF
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.message import Address, Attachment
@@ -78,7 +78,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     emulator: Emulator, vendor: BrevoVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 201)
     (stored,) = await read_back(http, emulator.port)
@@ -205,7 +205,7 @@ async def test_injected_503_is_retriable(
     seen, answer = await post(http, emulator.port, valid_body())
     assert (seen.status, answer) == (503, {"message": "Service Unavailable (emulated fault)"})
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RETRIABLE, 503, 2.0)
     assert emulator.messages == []
@@ -222,14 +222,14 @@ async def test_injected_429_carries_brevos_rate_limit_headers(
         "7",
     )
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
 async def test_injected_402_is_quota(emulator: Emulator, vendor: BrevoVendor) -> None:
     emulator.set_faults(Faults(status=402))
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.RATE_LIMITED, 402)
     assert result.reason.startswith("quota: not enough Brevo credit: not_enough_credits: ")
 

@@ -18,6 +18,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment, Message
@@ -58,7 +59,7 @@ async def test_a_rich_message_reads_back_field_by_field(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = quoted_names_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -93,7 +94,7 @@ async def test_raw_mime_reads_back_byte_for_byte_with_its_envelope(
         metadata={"k": "v"},
         raw_mime=RAW,
     )
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert result.outcome is Outcome.ACCEPTED
     (stored,) = await read_back(http, emulator.port)
@@ -198,7 +199,7 @@ async def test_an_injected_503_has_mailgun_s_body_and_is_retriable(
         assert response.status == 503
         assert await response.json() == {"message": "Emulated fault: HTTP 503"}
 
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "Emulated fault: HTTP 503"
@@ -209,7 +210,7 @@ async def test_an_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -217,7 +218,7 @@ async def test_an_injected_401_is_forbidden_and_vendor_config(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 401})
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.reason) == (Outcome.VENDOR_CONFIG, "API key rejected: Forbidden")
 
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import vendor_kit
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -43,7 +44,7 @@ rich_message = partial(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 def success(uuid: str = "uuid-1", number: int = 1152921519812251571) -> bytes:
@@ -103,7 +104,7 @@ def global_error(code: str, status: int, text: str) -> bytes:
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.mailjet.example/v3.1/send"
@@ -154,7 +155,9 @@ def test_rich_message_becomes_the_exact_request() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field_and_the_idempotency_header() -> None:
-    request = vendor().build_request(minimal_message(subject="", text=None, html="<b>x"))
+    request = vendor().build_request(
+        minimal_message(subject="", text=None, html="<b>x"), MESSAGE_ID
+    )
     assert "Idempotency-Key" not in request.headers
     assert orjson.loads(request.body) == {
         "Messages": [
@@ -250,7 +253,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith("mailjet: ")
@@ -270,7 +273,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_uuid() -> N
     transport = FakeTransport(
         HttpResponse(200, {}, success("1ab23cd4-e567-8901-b234-5678cd90ef12"))
     )
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="1ab23cd4-e567-8901-b234-5678cd90ef12", status=200

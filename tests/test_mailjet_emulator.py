@@ -20,6 +20,7 @@ from emulator_kit import (
     read_back,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.message import Address, Attachment
@@ -77,7 +78,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -266,7 +267,7 @@ async def test_injected_503_is_retriable_with_mailjets_global_error(
         "Service Unavailable (emulated fault)",
     )
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert "emulated fault" in result.reason
@@ -277,7 +278,7 @@ async def test_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: MailjetVendor
 ) -> None:
     emulator.set_faults(Faults(status=429, retry_after=7))
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 

@@ -21,6 +21,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment
@@ -62,7 +63,7 @@ async def test_a_rich_message_reads_back_field_by_field(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -88,7 +89,7 @@ async def test_a_rich_message_reads_back_field_by_field(
 async def test_success_answers_like_postmark(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
-    body = orjson.loads(vendor.build_request(rich_message()).body)
+    body = orjson.loads(vendor.build_request(rich_message(), MESSAGE_ID).body)
     async with http.post(url(emulator), json=body, headers={"X-Postmark-Server-Token": TOKEN}) as r:
         assert r.status == 200
         answer = await r.json()
@@ -173,7 +174,7 @@ async def test_an_injected_503_has_postmark_s_body_and_is_retriable(
         assert response.status == 503
         assert await response.json() == {"ErrorCode": 100, "Message": "Emulated fault: HTTP 503."}
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "Emulated fault: HTTP 503."
@@ -184,7 +185,7 @@ async def test_an_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -199,7 +200,7 @@ async def test_injected_401_and_422_carry_postmark_error_codes(
     outcome: Outcome,
 ) -> None:
     await set_faults(http, emulator.port, {"status": status})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (outcome, status)
 
 

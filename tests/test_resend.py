@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     FakeTransport,
@@ -40,14 +41,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://r.test/emails"
@@ -91,7 +92,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
 
 
 def test_minimal_message_leaves_out_every_empty_field_and_the_key_header() -> None:
-    request = vendor().build_request(minimal_message())
+    request = vendor().build_request(minimal_message(), MESSAGE_ID)
     assert "Idempotency-Key" not in request.headers
     assert orjson.loads(request.body) == {
         "from": "a@example.com",
@@ -211,7 +212,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith("resend: ")
@@ -220,7 +221,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
 
 
 def test_the_longest_idempotency_key_is_sent() -> None:
-    request = vendor().build_request(rich_message(idempotency_key="k" * 256))
+    request = vendor().build_request(rich_message(idempotency_key="k" * 256), MESSAGE_ID)
     assert request.headers["Idempotency-Key"] == "k" * 256
 
 
@@ -229,7 +230,7 @@ def test_the_longest_idempotency_key_is_sent() -> None:
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(Outcome.ACCEPTED, vendor_message_id=EMAIL_ID, status=200)
     ((request, timeout),) = transport.calls

@@ -22,7 +22,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
-from vendor_kit import PDF, PNG
+from vendor_kit import MESSAGE_ID, PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.emulator import resend as resend_shape
@@ -61,7 +61,7 @@ async def test_a_rich_message_arrives_field_by_field(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = numbered_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -92,8 +92,8 @@ async def test_a_rich_message_arrives_field_by_field(
 async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
-    first = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
-    again = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
+    first = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
+    again = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
 
     assert first.outcome is again.outcome is Outcome.ACCEPTED
     assert again.vendor_message_id == first.vendor_message_id
@@ -101,11 +101,11 @@ async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
     assert stored.id == first.vendor_message_id
     assert stored.headers["idempotency-key"] == "order-1"
 
-    other = await vendor.send(numbered_message(2, idempotency_key="order-1"), TIMEOUT)
+    other = await vendor.send(numbered_message(2, idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
     assert (other.outcome, other.status) == (Outcome.PERMANENT, 409)
     assert other.reason.startswith("invalid_idempotent_request: ")
 
-    fresh = await vendor.send(numbered_message(2, idempotency_key="order-2"), TIMEOUT)
+    fresh = await vendor.send(numbered_message(2, idempotency_key="order-2"), TIMEOUT, MESSAGE_ID)
     assert fresh.vendor_message_id not in (None, first.vendor_message_id)
     assert len(emulator.messages) == 2
 
@@ -272,7 +272,7 @@ async def test_injected_503_is_retriable_in_resend_words(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 503})
-    result = await vendor.send(numbered_message(), TIMEOUT)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "application_error: Emulated fault."
@@ -283,7 +283,7 @@ async def test_injected_429_is_rate_limited_with_retry_after(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(numbered_message(), TIMEOUT)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (
         Outcome.RATE_LIMITED,
@@ -297,6 +297,6 @@ async def test_an_injected_409_is_an_idempotent_request_still_in_flight(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
     emulator.set_faults(Faults(status=409))
-    result = await vendor.send(numbered_message(idempotency_key="order-9"), TIMEOUT)
+    result = await vendor.send(numbered_message(idempotency_key="order-9"), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.AMBIGUOUS, 409)
     assert result.reason.startswith("concurrent_idempotent_requests")

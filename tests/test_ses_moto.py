@@ -25,6 +25,7 @@ import aiohttp
 import boto3  # type: ignore[import-untyped]
 import orjson
 import pytest
+from vendor_kit import MESSAGE_ID
 
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
@@ -176,7 +177,7 @@ async def test_simple_content_reaches_moto(
     await verify_identity(moto, "example.com")
     sent = [message(), message(subject="Plain only", html=None, attachments=())]
 
-    results = [await vendor.send(m, TIMEOUT) for m in sent]
+    results = [await vendor.send(m, TIMEOUT, MESSAGE_ID) for m in sent]
 
     assert [(r.outcome, r.status) for r in results] == [(Outcome.ACCEPTED, 200)] * 2
     kept = (await sent_by_moto(http, moto))["Message"]
@@ -214,7 +215,7 @@ async def test_raw_content_reaches_moto(
     await verify_identity(moto, "example.com")
     sent = message(**changes)
 
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = (await sent_by_moto(http, moto))["RawMessage"]
@@ -250,8 +251,8 @@ async def test_an_unverified_sender_is_vendor_config(
 ) -> None:
     await verify_identity(moto, "example.org")  # not the sender's domain
 
-    simple = await vendor.send(message(), TIMEOUT)
-    raw = await vendor.send(message(headers={"X-Note": "naïve"}), TIMEOUT)
+    simple = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
+    raw = await vendor.send(message(headers={"X-Note": "naïve"}), TIMEOUT, MESSAGE_ID)
 
     for result in (simple, raw):
         assert (result.outcome, result.status) == (Outcome.VENDOR_CONFIG, 400)

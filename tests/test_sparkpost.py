@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     FakeTransport,
@@ -49,14 +50,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.sparkpost.com/api/v1/transmissions"
@@ -257,7 +258,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith("sparkpost: ")
@@ -283,7 +284,7 @@ def test_raw_mime_needs_no_subject_body_or_to() -> None:
 async def test_send_hands_the_request_to_the_transport_and_reads_the_transmission_id() -> None:
     body = {"results": {"total_rejected_recipients": 0, "total_accepted_recipients": 4, "id": "7"}}
     transport = FakeTransport(HttpResponse(200, {}, orjson.dumps(body)))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(Outcome.ACCEPTED, vendor_message_id="7", status=200)
     ((request, timeout),) = transport.calls

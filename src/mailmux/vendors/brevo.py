@@ -137,7 +137,7 @@ class BrevoVendor(HttpVendor):
         #: Wall clock, for a Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         return HttpRequest("POST", self._url, self._headers, orjson.dumps(_payload(message)))
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:

@@ -125,7 +125,7 @@ class MailgunVendor(HttpVendor):
         #: Makes the multipart boundary; tests replace it to compare bodies byte for byte.
         self.boundary: Callable[[], str] = _random_boundary
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         if message.raw_mime is not None:
             url = self._mime_url
             fields, files = _mime_form(message, message.raw_mime)

@@ -116,7 +116,7 @@ class MailjetVendor(HttpVendor):
         #: Wall clock, for a Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps({"Messages": [_message(message)]})
         headers: Mapping[str, str] = self._headers
         if message.idempotency_key:

@@ -127,7 +127,7 @@ class PostmarkVendor(HttpVendor):
         #: Wall clock, for Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(

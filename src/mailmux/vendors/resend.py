@@ -147,7 +147,7 @@ class ResendVendor(HttpVendor):
         #: Wall clock (Retry-After may be an HTTP date); tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         headers = self._headers
         key = message.idempotency_key
         if key is not None:

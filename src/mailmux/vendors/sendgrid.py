@@ -122,7 +122,7 @@ class SendGridVendor(HttpVendor):
         #: Wall clock (X-RateLimit-Reset is an epoch second); tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(

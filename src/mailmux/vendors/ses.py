@@ -165,20 +165,20 @@ class SesVendor(HttpVendor):
         #: Wall clock: the SigV4 signing time and the Date of rendered MIME; tests pin it.
         self.clock: Callable[[], float] = time.time
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         try:
             if isinstance(self._credentials, RefreshableCredentials) and (
                 self._credentials.refresh_needed()
             ):
                 # Refreshing calls STS or the instance metadata service: not on the loop.
                 await asyncio.to_thread(self._credentials.get_frozen_credentials)
-            return await super().send(message, timeout)
+            return await super().send(message, timeout, message_id)
         except BotoCoreError as err:
             return AttemptResult(
                 Outcome.VENDOR_CONFIG, reason=f"AWS credentials could not be refreshed: {err}"
             )
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         now = self.clock()
         body = orjson.dumps(_payload(message, now))
         if len(body) > MAX_REQUEST_BYTES:

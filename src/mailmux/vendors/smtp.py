@@ -98,7 +98,7 @@ class SmtpVendor(Vendor):
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         try:
             envelope = build_envelope(message)
         except UnsupportedFeature as err:
