@@ -89,24 +89,29 @@ async def test_a_rich_message_arrives_field_by_field(
     assert tags == {"receipt": "true", "eu": "true", **sent.metadata}
 
 
-async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
+async def test_a_retry_of_one_message_is_sent_once_by_resend(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
-    first = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
-    again = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
+    """The key is mailmux's message id: a retry after an ambiguous attempt is deduplicated."""
+    first = await vendor.send(numbered_message(1), TIMEOUT, MESSAGE_ID)
+    again = await vendor.send(numbered_message(1), TIMEOUT, MESSAGE_ID)
 
     assert first.outcome is again.outcome is Outcome.ACCEPTED
     assert again.vendor_message_id == first.vendor_message_id
     (stored,) = emulator.messages
     assert stored.id == first.vendor_message_id
-    assert stored.headers["idempotency-key"] == "order-1"
+    assert stored.headers["idempotency-key"] == MESSAGE_ID
 
-    other = await vendor.send(numbered_message(2, idempotency_key="order-1"), TIMEOUT, MESSAGE_ID)
-    assert (other.outcome, other.status) == (Outcome.PERMANENT, 409)
-    assert other.reason.startswith("invalid_idempotent_request: ")
+    # Another message, even under the caller's same Idempotency-Key, is another email.
+    other_id = "018f3a2b4c5d6e7f8091a2b3c4d6"
+    other = await vendor.send(numbered_message(2, idempotency_key="k"), TIMEOUT, other_id)
+    assert other.vendor_message_id not in (None, first.vendor_message_id)
+    assert len(emulator.messages) == 2
 
-    fresh = await vendor.send(numbered_message(2, idempotency_key="order-2"), TIMEOUT, MESSAGE_ID)
-    assert fresh.vendor_message_id not in (None, first.vendor_message_id)
+    # One message whose body changed between attempts: the first may have been sent.
+    changed = await vendor.send(numbered_message(3), TIMEOUT, MESSAGE_ID)
+    assert (changed.outcome, changed.status) == (Outcome.AMBIGUOUS, 409)
+    assert changed.reason.startswith("invalid_idempotent_request: ")
     assert len(emulator.messages) == 2
 
 
@@ -297,6 +302,6 @@ async def test_an_injected_409_is_an_idempotent_request_still_in_flight(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
     emulator.set_faults(Faults(status=409))
-    result = await vendor.send(numbered_message(idempotency_key="order-9"), TIMEOUT, MESSAGE_ID)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.AMBIGUOUS, 409)
     assert result.reason.startswith("concurrent_idempotent_requests")
