@@ -112,7 +112,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
         "Authorization": BASIC,
         "Content-Type": "application/json",
         "Accept": "application/json",
-        "Idempotency-Key": "order-42",
+        "Idempotency-Key": MESSAGE_ID,
     }
     assert orjson.loads(request.body) == {
         "Messages": [
@@ -154,11 +154,19 @@ def test_rich_message_becomes_the_exact_request() -> None:
     }
 
 
-def test_minimal_message_leaves_out_every_empty_field_and_the_idempotency_header() -> None:
+def test_the_idempotency_key_is_the_message_id_whatever_key_the_caller_gave() -> None:
+    mailjet = vendor()
+    first = mailjet.build_request(minimal_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = mailjet.build_request(minimal_message(), MESSAGE_ID)
+    other = mailjet.build_request(minimal_message(idempotency_key="order-42"), "018f3a2b4c5d")
+    assert first.headers["Idempotency-Key"] == retry.headers["Idempotency-Key"] == MESSAGE_ID
+    assert other.headers["Idempotency-Key"] == "018f3a2b4c5d"
+
+
+def test_minimal_message_leaves_out_every_empty_field() -> None:
     request = vendor().build_request(
         minimal_message(subject="", text=None, html="<b>x"), MESSAGE_ID
     )
-    assert "Idempotency-Key" not in request.headers
     assert orjson.loads(request.body) == {
         "Messages": [
             {

@@ -95,7 +95,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     assert attachments(entry) == sent.attachments
     assert (entry["CustomCampaign"],) == sent.tags
     assert orjson.loads(entry["EventPayload"]) == sent.metadata
-    assert stored["headers"]["idempotency-key"] == sent.idempotency_key
+    assert stored["headers"]["idempotency-key"] == MESSAGE_ID
     assert stored["headers"]["authorization"] == f"…{KEY[-4:]}"
 
 

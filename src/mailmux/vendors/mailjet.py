@@ -36,9 +36,13 @@ Field mapping and decisions:
   tooling: it is a per-message tracking id, not a category.
 - metadata → `EventPayload`, a string Mailjet returns in every event: the
   metadata object JSON-encoded, so a webhook consumer decodes it back exactly.
-- idempotency key → the `Idempotency-Key` request header. Mailjet documents no
-  server-side deduplication, but its official SDK (1.9.1) sends this header on
-  every send, so forwarding the caller's key costs nothing and helps if honoured.
+- `Idempotency-Key` request header: mailmux's message id, the same on every
+  attempt and retry of one message. Mailjet documents no deduplication (neither
+  its Send API guide nor its error codes mention a key; its official SDK, 1.9.1,
+  sends a payload hash under this name on every POST), so mailmux does not count
+  on it: a retry after an ambiguous attempt may be sent twice. The header costs
+  nothing and lets Mailjet drop the retry if it does honour it. The caller's own
+  Idempotency-Key is mailmux's business, not Mailjet's.
 - The vendor message id is `Messages[0].To[0].MessageUUID` (a string Mailjet
   also reports in events as `Message_GUID`); when it is empty (sandbox mode) the
   numeric `MessageID` is used, as a decimal string so that no JSON consumer loses
@@ -118,9 +122,7 @@ class MailjetVendor(HttpVendor):
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps({"Messages": [_message(message)]})
-        headers: Mapping[str, str] = self._headers
-        if message.idempotency_key:
-            headers = {**self._headers, "Idempotency-Key": message.idempotency_key}
+        headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
