@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import ipaddress
 import shutil
 import socket
@@ -207,7 +206,7 @@ def received(emulator: SmtpEmulator) -> list[dict[str, Any]]:
 
 def test_envelope_carries_every_recipient_once_and_bcc_only_in_the_envelope() -> None:
     message = rich_message(cc=(Address("chen@example.com"), Address("ana@example.org")))
-    envelope = build_envelope(message, now=NOW)
+    envelope = build_envelope(message, MESSAGE_ID, now=NOW)
 
     assert envelope.sender == "noreply@example.com"
     assert envelope.recipients == (
@@ -219,45 +218,42 @@ def test_envelope_carries_every_recipient_once_and_bcc_only_in_the_envelope() ->
     assert b"audit@example.com" not in envelope.content
     assert envelope.content.endswith(b"\r\n")
     assert b"\n" not in envelope.content.replace(b"\r\n", b"")
-    assert envelope.message_id == stable_message_id(message)
+    assert envelope.message_id == stable_message_id(message, MESSAGE_ID)
     assert f"Message-ID: <{envelope.message_id}>".encode() in envelope.content
     assert (envelope.smtputf8, envelope.eight_bit) == (False, True)  # UTF-8 text goes 8bit
 
 
 def test_envelope_content_parses_back_to_the_message() -> None:
     message = rich_message()
-    envelope = build_envelope(message, now=NOW)
+    envelope = build_envelope(message, MESSAGE_ID, now=NOW)
     parsed = parse_mime(
         envelope.content, envelope_from=envelope.sender, envelope_to=envelope.recipients
     )
     assert parsed == dataclasses.replace(message, idempotency_key=None, raw_mime=envelope.content)
 
 
-def test_message_id_is_stable_per_idempotency_key_and_random_without() -> None:
-    keyed = rich_message(idempotency_key="order-42")
-    digest = hashlib.sha256(b"order-42").hexdigest()[:32]
-    assert stable_message_id(keyed) == f"{digest}.mailmux@example.com"
-    assert build_envelope(keyed).message_id == build_envelope(keyed).message_id
+def test_the_message_id_header_derives_from_the_message_id_whatever_key_the_caller_gave() -> None:
+    first = build_envelope(rich_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = build_envelope(rich_message(idempotency_key=None), MESSAGE_ID)
+    other = build_envelope(rich_message(idempotency_key="order-42"), "018f3a2b4c5d")
 
-    unkeyed = rich_message(idempotency_key=None)
-    first, second = stable_message_id(unkeyed), stable_message_id(unkeyed)
-    assert first != second
-    assert first.endswith("@example.com")
+    assert first.message_id == retry.message_id == f"{MESSAGE_ID}.mailmux@example.com"
+    assert other.message_id == "018f3a2b4c5d.mailmux@example.com"
 
 
 def test_idn_domains_go_out_in_punycode_and_a_utf8_local_part_needs_smtputf8() -> None:
-    idn = build_envelope(plain_message("ana@bücher.de"))
+    idn = build_envelope(plain_message("ana@bücher.de"), MESSAGE_ID)
     assert idn.recipients == ("ana@xn--bcher-kva.de",)
     assert (idn.smtputf8, idn.eight_bit) == (False, False)
 
-    utf8 = build_envelope(plain_message("josé@example.org"))
+    utf8 = build_envelope(plain_message("josé@example.org"), MESSAGE_ID)
     assert utf8.recipients == ("josé@example.org",)
     assert (utf8.smtputf8, utf8.eight_bit) == (True, True)
 
 
 def test_raw_mime_goes_out_as_it_came_with_crlf_line_ends() -> None:
     raw = b"From: a@example.com\nTo: b@example.org\nMessage-ID: <raw-1@example.com>\n\nhi\n"
-    envelope = build_envelope(dataclasses.replace(plain_message(), raw_mime=raw))
+    envelope = build_envelope(dataclasses.replace(plain_message(), raw_mime=raw), MESSAGE_ID)
     assert envelope.content == raw.replace(b"\n", b"\r\n")
     assert envelope.message_id == "raw-1@example.com"
 
@@ -273,7 +269,7 @@ async def test_what_smtp_cannot_carry_is_unsupported_before_connecting(
     changes: dict[str, Any], reason: str
 ) -> None:
     with pytest.raises(UnsupportedFeature, match=reason):
-        build_envelope(rich_message(**changes))
+        build_envelope(rich_message(**changes), MESSAGE_ID)
     # Nothing listens on that port: a connection attempt would be retriable.
     async with vendor_for(closed_port()) as smtp:
         result = await smtp.send(rich_message(**changes), TIMEOUT, MESSAGE_ID)
@@ -415,7 +411,7 @@ async def test_round_trip_over_starttls_with_auth_plain(
     assert f"SIZE={len(raw)}" in body["mail_options"]
     assert "BODY=8BITMIME" in body["mail_options"]
     assert body["subject"] == sent.subject
-    assert ["Message-ID", f"<{stable_message_id(sent)}>"] in body["headers"]
+    assert ["Message-ID", f"<{stable_message_id(sent, MESSAGE_ID)}>"] in body["headers"]
     # Bcc reached the envelope only: not a header, not an address anywhere in the MIME.
     assert "audit@example.com" not in raw.decode()
     assert parse_mime(raw).bcc == ()
@@ -792,7 +788,7 @@ async def test_without_a_queue_id_the_vendor_id_is_the_message_id() -> None:
     async with scripted(script) as port, vendor_for(port) as smtp:
         result = await smtp.send(message, TIMEOUT, MESSAGE_ID)
     assert result == AttemptResult(
-        Outcome.ACCEPTED, vendor_message_id=stable_message_id(message), status=250
+        Outcome.ACCEPTED, vendor_message_id=stable_message_id(message, MESSAGE_ID), status=250
     )
 
 
