@@ -6,6 +6,7 @@ import asyncio
 import re
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +77,40 @@ async def test_accepted_message_is_stored_exactly_as_sent(
     assert abs(datetime.fromisoformat(stored["received_at"]).timestamp() - time.time()) < 60
     (kept,) = emulator.messages
     assert (kept.id, kept.body) == (stored["id"], stored["body"])
+
+
+async def test_a_bcc_only_message_arrives_as_copies_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: SendGridVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = replace(message(1), to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 202)
+    (stored,) = emulator.messages
+    personalizations = stored.body["personalizations"]
+    assert [p["to"] for p in personalizations] == [
+        [{"email": "audit@example.com"}],
+        [{"email": "boss@example.com", "name": "Boss"}],
+    ]
+    assert all(p.keys() == {"to", "custom_args"} for p in personalizations)  # no cc, no bcc
+    shared = {k: v for k, v in stored.body.items() if k != "personalizations"}
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+
+
+async def test_a_personalization_without_to_is_refused_as_sendgrid_does(
+    emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
+) -> None:
+    body = orjson.loads(vendor.build_request(message(), MESSAGE_ID).body)
+    body["personalizations"] = [{"bcc": [{"email": "audit@example.com"}]}]
+    url = f"http://127.0.0.1:{emulator.port}/v3/mail/send"
+    async with http.post(url, json=body, headers={"Authorization": "Bearer k"}) as response:
+        assert response.status == 400
+        (error,) = (await response.json())["errors"]
+    assert error["field"] == "personalizations.0.to"
+    assert error["message"].startswith("The to array is required for all personalization")
+    assert emulator.messages == []
 
 
 async def test_ids_are_unique_and_delete_clears_the_store(

@@ -108,6 +108,28 @@ def test_minimal_message_leaves_out_every_empty_field() -> None:
     }
 
 
+def test_a_bcc_only_message_becomes_one_personalization_per_recipient() -> None:
+    bcc = (Address("audit@example.com"), Address("boss@example.com", "Boss, The"))
+    body = body_of(rich_message(to=(), cc=(), bcc=bcc))
+    args = {"order_id": "42", "customer": "c-7"}
+    # Each copy is addressed to its own recipient only: none names another.
+    assert body["personalizations"] == [
+        {"to": [{"email": "audit@example.com"}], "custom_args": args},
+        {"to": [{"email": "boss@example.com", "name": '"Boss, The"'}], "custom_args": args},
+    ]
+    assert validate(REQUEST_SCHEMA, body) == []
+
+
+@pytest.mark.parametrize("bcc", [(), (Address("audit@example.com"),)], ids=["cc", "cc+bcc"])
+async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address, ...]) -> None:
+    transport = FakeTransport(ACCEPTED)
+    message = rich_message(to=(), bcc=bcc)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("sendgrid: cc without a To recipient: ")
+    assert transport.calls == []
+
+
 def test_several_reply_to_addresses_use_reply_to_list() -> None:
     reply_to = (Address("one@example.com", "One"), Address("two@example.com"))
     body = body_of(rich_message(reply_to=reply_to))
