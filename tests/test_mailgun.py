@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import re
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import orjson
@@ -159,6 +161,44 @@ def test_raw_mime_goes_to_messages_mime_with_the_whole_envelope() -> None:
     assert b"Content-Type: message/rfc822\r\n" in request.body
 
 
+@pytest.mark.parametrize(
+    ("cc", "bcc"),
+    [
+        ((), (Address("audit@example.com"), Address("boss@example.com"))),
+        ((Address("chen@example.com", "陈伟"),), ()),
+        ((Address("chen@example.com", "陈伟"),), (Address("audit@example.com"),)),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+def test_a_message_without_to_goes_to_messages_mime_with_bcc_only_in_the_envelope(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...]
+) -> None:
+    message = rich_message(to=(), cc=cc, bcc=bcc, tags=("t1",), metadata={"k": "v"})
+    request = vendor().build_request(message, MESSAGE_ID)
+
+    assert request.url == "https://api.eu.mailgun.net/v3/mg.example.com/messages.mime"
+    *fields, (name, filename, raw) = parse_form(request.body)
+    assert fields == [
+        *(("to", None, a.email.encode()) for a in (*cc, *bcc)),
+        ("o:tag", None, b"t1"),
+        ("v:k", None, b"v"),
+    ]
+    assert (name, filename) == ("message", "message.mime")
+    mime = BytesParser(policy=policy.default).parsebytes(raw)
+    assert mime["Bcc"] is None
+    if cc:
+        assert mime["To"] is None
+        assert [a.addr_spec for a in mime["Cc"].addresses] == [a.email for a in cc]
+    else:
+        assert mime["To"].groups[0].display_name == "undisclosed-recipients"
+        assert mime["Cc"] is None
+    for hidden in bcc:
+        assert hidden.email.encode() not in raw
+    assert (mime["Reply-To"], mime["X-Campaign"]) == ("Support ✉ <support@example.com>", "spring")
+    assert mime["Date"].datetime.timestamp() == NOW
+    assert [p.get_filename() for p in mime.iter_attachments()] == ["reçu.pdf"]
+
+
 def test_base_url_may_carry_the_api_version_and_the_domain_is_escaped() -> None:
     request = vendor(base_url="http://127.0.0.1:9/v3", domain="mg.ex ample").build_request(
         rich_message(), MESSAGE_ID
@@ -230,7 +270,6 @@ def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
-        (rich_message(to=()), "no To recipient"),
         (rich_message(text="", html=None), "no text or HTML body"),
         (rich_message(tags=tuple(f"t{i}" for i in range(11))), "11 tags; Mailgun takes at most 10"),
         (
@@ -247,7 +286,7 @@ def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
             "Mailgun takes at most 25 MB",
         ),
     ],
-    ids=["no-to", "body", "tags", "recipients", "mime-recipients", "options", "size"],
+    ids=["body", "tags", "recipients", "mime-recipients", "options", "size"],
 )
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import aiohttp
@@ -107,6 +109,27 @@ async def test_raw_mime_reads_back_byte_for_byte_with_its_envelope(
     assert form["message"]["content_type"] == "message/rfc822"
 
 
+async def test_a_bcc_only_message_arrives_as_mime_that_names_no_bcc_recipient(
+    emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = quoted_names_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = await read_back(http, emulator.port)
+    assert stored["headers"][":path"] == f"/v3/{DOMAIN}/messages.mime"
+    form = stored["body"]
+    assert form["to"] == ["audit@example.com", "boss@example.com"]  # the envelope
+    raw = base64.b64decode(form["message"]["content"])
+    mime = BytesParser(policy=policy.default).parsebytes(raw)
+    assert str(mime["To"]) == "undisclosed-recipients:;"
+    assert mime["Cc"] is None and mime["Bcc"] is None
+    assert b"audit@" not in raw and b"boss@" not in raw and b"Boss" not in raw
+    assert mime["Subject"] == sent.subject
+
+
 # -- Mailgun's own checks -------------------------------------------------------------
 
 
@@ -135,6 +158,11 @@ async def test_missing_or_wrong_auth_is_a_bare_forbidden(
     [
         ("messages", {"to": "b@example.com", "subject": "s", "text": "t"}, "'from' parameter"),
         ("messages", {"from": "a@example.com", "subject": "s", "text": "t"}, "'to' parameter"),
+        (
+            "messages",
+            {"from": "a@example.com", "bcc": "b@example.com", "subject": "s", "text": "t"},
+            "'to' parameter",
+        ),
         ("messages", {"from": "a@example.com", "to": "b@example.com", "text": "t"}, "'subject'"),
         ("messages", {"from": "a@example.com", "to": "b@example.com", "subject": "s"}, "'text'"),
         ("messages.mime", {"to": "b@example.com"}, "'message' parameter"),
