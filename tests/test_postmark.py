@@ -148,6 +148,24 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
         PostmarkVendor("tx", FakeTransport(ACCEPTED), api_key="")
 
 
+@pytest.mark.parametrize(
+    ("cc", "bcc"),
+    [
+        ((), (Address("audit@example.com"), Address("boss@example.com"))),
+        ((Address("chen@example.com"),), ()),
+        ((Address("chen@example.com"),), (Address("audit@example.com"),)),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+def test_a_message_without_to_is_sent_without_to(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...]
+) -> None:
+    body = body_of(rich_message(to=(), cc=cc, bcc=bcc))
+    assert "To" not in body
+    assert body.get("Cc") == (", ".join(a.email for a in cc) or None)
+    assert body.get("Bcc") == (", ".join(a.email for a in bcc) or None)
+
+
 # -- what Postmark cannot carry ----------------------------------------------------
 
 
@@ -156,7 +174,6 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
     [
         (rich_message(raw_mime=b"MIME-Version: 1.0\r\n\r\n.", text=None, html=None), "raw MIME"),
         (rich_message(text="", html=None), "no text or HTML body"),
-        (rich_message(to=()), "no To recipient"),
         (rich_message(tags=("a", "b")), "2 tags; Postmark takes one tag"),
         (rich_message(tags=("x" * 1001,)), "1001 characters"),
         (rich_message(metadata={"Order": "1", "order": "2"}), "'Order' and 'order' differ"),
@@ -170,7 +187,7 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
             "Postmark takes at most 10 MB",
         ),
     ],
-    ids=["raw", "body", "no-to", "tags", "tag-length", "metadata", "recipients", "html", "size"],
+    ids=["raw", "body", "tags", "tag-length", "metadata", "recipients", "html", "size"],
 )
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
