@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from email import policy
 from email.header import decode_header, make_header
+from email.parser import BytesParser
 from email.utils import getaddresses
 from functools import partial
 from typing import Any
@@ -115,6 +117,29 @@ async def test_raw_mime_arrives_unchanged(emulator: Emulator, vendor: SparkPostV
         "b@example.com",
         "c@example.com",
     ]
+
+
+async def test_a_bcc_only_message_arrives_as_mime_that_names_no_bcc_recipient(
+    emulator: Emulator, vendor: SparkPostVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = emulator.messages
+    recipients = stored.body["recipients"]
+    assert [r["address"] for r in recipients] == [
+        {"email": "audit@example.com"},
+        {"email": "boss@example.com", "name": "Boss"},
+    ]  # no header_to: no copy shows another recipient
+    rfc822 = stored.body["content"]["email_rfc822"]
+    mime = BytesParser(policy=policy.default).parsebytes(rfc822.encode())
+    assert str(mime["To"]) == "undisclosed-recipients:;"
+    assert mime["Cc"] is None and mime["Bcc"] is None
+    assert "audit@" not in rfc822 and "boss@" not in rfc822 and "Boss" not in rfc822
+    assert mime["Subject"] == sent.subject
 
 
 async def test_ids_are_unique_and_the_answer_counts_recipients(
