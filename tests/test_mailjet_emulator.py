@@ -127,6 +127,39 @@ async def test_each_recipient_gets_its_own_ids(
     assert recipients[0]["MessageHref"].endswith(f"/v3/REST/message/{numbers[0]}")
 
 
+async def test_a_bcc_only_message_arrives_as_copies_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status, result.reason) == (Outcome.ACCEPTED, 200, "")
+    (stored,) = await read_back(http, emulator.port)
+    assert result.vendor_message_id == stored["id"]
+    body = stored["body"]
+    assert [addresses(m["To"]) for m in body["Messages"]] == [(hidden[0],), (hidden[1],)]
+    assert all(m.keys() == {"To"} for m in body["Messages"])
+    shared = body["Globals"]
+    assert not {"To", "Cc", "Bcc"} & shared.keys()
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+    assert (shared["Subject"], shared["TextPart"]) == (sent.subject, sent.text)
+    assert attachments(shared) == sent.attachments
+
+
+async def test_copies_mailjet_takes_are_sent_when_another_copy_is_refused(
+    emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@localhost"), Address("boss@example.com"))  # Mailjet: mj-0013
+    result = await vendor.send(rich_message(to=(), cc=(), bcc=hidden), TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 400)
+    assert result.reason.startswith("1 of 2 copies refused: mj-0013 (To[0].Email): ")
+    (stored,) = await read_back(http, emulator.port)
+    assert [m["To"] for m in stored["body"]["Messages"]] == [[{"Email": "boss@example.com"}]]
+
+
 # -- Mailjet's own checks ---------------------------------------------------------------
 
 
@@ -178,6 +211,18 @@ async def test_call_level_problems_get_a_global_400(
     assert (seen.status, answer["ErrorCode"]) == (400, code)
     assert "Messages" not in answer
     assert vendor.parse_response(seen).outcome is Outcome.PERMANENT
+    assert emulator.messages == []
+
+
+async def test_a_message_with_only_bcc_is_refused_for_want_of_to(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    message = {"From": {"Email": "a@example.com"}, "Bcc": [{"Email": "b@example.com"}]}
+    seen, answer = await post(http, emulator.port, {"Messages": [{**message, "TextPart": "x"}]})
+
+    assert seen.status == 400
+    ((entry),) = answer["Messages"]
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in entry["Errors"]] == [("mj-0003", ["To"])]
     assert emulator.messages == []
 
 
