@@ -102,6 +102,27 @@ def test_minimal_message_leaves_out_every_empty_field() -> None:
     }
 
 
+def test_a_bcc_only_message_is_one_version_per_recipient() -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    body = body_of(rich_message(to=(), cc=(), bcc=hidden))
+    assert body["messageVersions"] == [
+        {"to": [{"email": "audit@example.com"}]},
+        {"to": [{"email": "boss@example.com", "name": "Boss"}]},
+    ]
+    assert not {"to", "cc", "bcc"} & body.keys()
+    assert validate(REQUEST_SCHEMA, body) == []
+
+
+@pytest.mark.parametrize("bcc", [(), (Address("audit@example.com"),)], ids=["cc", "cc+bcc"])
+async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address, ...]) -> None:
+    transport = FakeTransport(ACCEPTED)
+    message = rich_message(to=(), bcc=bcc)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("brevo: cc without a To recipient: ")
+    assert transport.calls == []
+
+
 def test_metadata_header_is_seven_bit_and_decodes_back_exactly() -> None:
     metadata = {"note": 'quote " ✓', "customer": "Zoë"}
     value = body_of(rich_message(metadata=metadata))["headers"]["X-Mailin-custom"]

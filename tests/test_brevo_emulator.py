@@ -102,6 +102,28 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     assert stored["headers"]["api-key"] == f"…{API_KEY[-4:]}"
 
 
+async def test_a_bcc_only_message_arrives_as_versions_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: BrevoVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 201)
+    (stored,) = await read_back(http, emulator.port)
+    assert result.vendor_message_id == f"<{stored['id']}.0@emulator.brevo.invalid>"
+    body = stored["body"]
+    assert body["messageVersions"] == [
+        {"to": [{"email": "audit@example.com"}]},
+        {"to": [{"email": "boss@example.com", "name": "Boss"}]},
+    ]
+    shared = {k: v for k, v in body.items() if k != "messageVersions"}
+    assert not {"to", "cc", "bcc"} & shared.keys()
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+    assert body["headers"]["idempotencyKey"] == KEY_UUID  # one key for the whole batch
+
+
 async def test_versions_and_scheduling_change_the_answer_like_brevo(
     emulator: Emulator, http: aiohttp.ClientSession
 ) -> None:
@@ -145,6 +167,21 @@ async def test_a_missing_key_is_401_in_brevo_shape(
         (valid_body(sender=None), "missing_parameter", "sender"),
         (valid_body(sender={"name": "no address"}), "invalid_parameter", "sender"),
         (valid_body(to=None), "missing_parameter", "to is missing"),
+        (
+            valid_body(to=None, bcc=[{"email": "c@example.com"}]),
+            "missing_parameter",
+            "to is missing",
+        ),
+        (
+            valid_body(to=None, messageVersions=[{"bcc": [{"email": "c@example.com"}]}]),
+            "missing_parameter",
+            "to is missing in messageVersions",
+        ),
+        (
+            valid_body(to=None, messageVersions=[{"to": [{"email": "x"}]}]),
+            "invalid_parameter",
+            "in to in messageVersions",
+        ),
         (valid_body(to=[{"email": "not-an-address"}]), "invalid_parameter", "in to"),
         (valid_body(bcc=[{"name": "x"}]), "invalid_parameter", "in bcc"),
         (valid_body(replyTo={"email": "x"}), "invalid_parameter", "in replyTo"),
@@ -159,6 +196,9 @@ async def test_a_missing_key_is_401_in_brevo_shape(
         "sender",
         "sender-email",
         "to",
+        "bcc-only",
+        "version-without-to",
+        "version-to-email",
         "to-email",
         "bcc",
         "reply-to",

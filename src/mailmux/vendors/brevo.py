@@ -37,6 +37,16 @@ other   retriable       Undocumented: never fails a message for good.
 
 Field mapping and decisions:
 
+- A message without To: Brevo requires `to`, at the top level or in every
+  `messageVersions` entry, and versions are its way to send one message as
+  copies that differ in recipients. So a bcc-only message is one version per
+  bcc address with only that address as `to` (no top-level recipients; the
+  idempotency key covers the whole batch): each copy shows only its own
+  recipient, and Brevo answers a `messageIds` list, whose first is the vendor
+  message id. Cc without To has no faithful form (a cc address as `to` would
+  show it as To, and a version per address would hide the cc addresses from
+  each other), so it is unsupported, with or without bcc.
+
 - metadata → the `X-Mailin-custom` header, which Brevo returns in its webhooks:
   the metadata object as JSON with every non-ASCII character escaped (`\\u00eb`),
   because Brevo sends custom header values as raw 8-bit UTF-8; a JSON decoder on
@@ -58,13 +68,13 @@ Field mapping and decisions:
 - Brevo has no tracking flags per message.
 
 What Brevo cannot carry raises `UnsupportedFeature` before any request: raw
-MIME without a parsed body, an empty subject, no text or HTML body, more than
-one reply-to address, inline attachments (Brevo has no Content-ID support), an
-attachment whose extension Brevo refuses, a display name over 70 characters as
-sent, a custom header value with non-ASCII characters (Brevo sends it
-unencoded), a custom `idempotencyKey` header (Brevo's idempotency key is
-mailmux's), and a custom `X-Mailin-custom` header when the message's metadata
-needs that header.
+MIME without a parsed body, an empty subject, no text or HTML body, cc without
+a To recipient, more than one reply-to address, inline attachments (Brevo has
+no Content-ID support), an attachment whose extension Brevo refuses, a display
+name over 70 characters as sent, a custom header value with non-ASCII
+characters (Brevo sends it unencoded), a custom `idempotencyKey` header
+(Brevo's idempotency key is mailmux's), and a custom `X-Mailin-custom` header
+when the message's metadata needs that header.
 """
 
 from __future__ import annotations
@@ -203,14 +213,7 @@ def _payload(message: Message, message_id: str) -> dict[str, Any]:
         raise UnsupportedFeature("empty subject: Brevo requires one")
     if not message.text and not message.html:
         raise UnsupportedFeature("no text or HTML body: Brevo requires htmlContent or textContent")
-    payload: dict[str, Any] = {
-        "sender": _contact(message.sender),
-        "to": [_contact(a) for a in message.to],
-    }
-    if message.cc:
-        payload["cc"] = [_contact(a) for a in message.cc]
-    if message.bcc:
-        payload["bcc"] = [_contact(a) for a in message.bcc]
+    payload: dict[str, Any] = {"sender": _contact(message.sender), **_recipients(message)}
     if len(message.reply_to) > 1:
         raise UnsupportedFeature(
             f"{len(message.reply_to)} reply-to addresses; Brevo takes one replyTo"
@@ -228,6 +231,23 @@ def _payload(message: Message, message_id: str) -> dict[str, Any]:
     if message.tags:
         payload["tags"] = list(dict.fromkeys(message.tags))
     return payload
+
+
+def _recipients(message: Message) -> dict[str, Any]:
+    """`to`, `cc` and `bcc`; for a bcc-only message, one version per recipient."""
+    if not message.to:
+        if message.cc:
+            raise UnsupportedFeature(
+                "cc without a To recipient: Brevo requires to in every message version,"
+                " and a version per cc address would hide them from each other"
+            )
+        return {"messageVersions": [{"to": [_contact(a)]} for a in message.bcc]}
+    recipients = {"to": [_contact(a) for a in message.to]}
+    if message.cc:
+        recipients["cc"] = [_contact(a) for a in message.cc]
+    if message.bcc:
+        recipients["bcc"] = [_contact(a) for a in message.bcc]
+    return recipients
 
 
 def _contact(address: Address) -> dict[str, str]:
