@@ -115,6 +115,15 @@ async def test_a_retry_of_one_message_is_sent_once_by_resend(
     assert len(emulator.messages) == 2
 
 
+async def test_a_message_without_to_is_unsupported_and_never_reaches_resend(
+    emulator: Emulator, vendor: ResendVendor
+) -> None:
+    result = await vendor.send(numbered_message(to=(), cc=()), TIMEOUT, MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("resend: no To recipient")
+    assert emulator.messages == []
+
+
 async def test_the_same_body_in_another_key_order_is_the_same_request(
     emulator: Emulator, http: aiohttp.ClientSession
 ) -> None:
@@ -176,6 +185,7 @@ async def test_auth_user_agent_and_key_checks_answer_in_resend_shape(
         ({"from": None}, "missing_required_field", "Missing `from` field."),
         ({"subject": None}, "missing_required_field", "Missing `subject` field."),
         ({"to": []}, "validation_error", "Invalid `to` field."),
+        ({"to": None, "bcc": ["c@example.com"]}, "missing_required_field", "Missing `to`"),
         ({"to": [f"r{i}@example.com" for i in range(51)]}, "validation_error", "at most 50"),
         ({"cc": [1]}, "validation_error", "Invalid `cc` field."),
         ({"text": None}, "validation_error", "Missing `html` or `text` field."),

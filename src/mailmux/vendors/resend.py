@@ -80,6 +80,11 @@ How the Message maps, and the choices made:
 - Inline attachments carry their `content_id`; a non-inline attachment's content id is
   not sent, because Resend would make the attachment inline.
 - A message with `raw_mime` is sent from its parsed fields (Resend takes no MIME).
+- A message without To (cc and/or bcc only) is unsupported: Resend requires `to`
+  on every email (its API definition: required, at least one address). Its
+  batch endpoint could send each bcc recipient a copy of their own, but it takes
+  no attachments and answers per email, and Resend has no MIME endpoint that
+  would take the envelope apart from the headers.
 - `User-Agent: mailmux/<version>` is always sent: Resend refuses requests without one.
 
 What Resend cannot carry raises `UnsupportedFeature` before any request: raw MIME
@@ -240,7 +245,9 @@ def _payload(message: Message) -> dict[str, Any]:
     if not (message.text or message.html):
         raise UnsupportedFeature("no text or HTML body: Resend requires one")
     if not message.to:
-        raise UnsupportedFeature("no To recipient: Resend requires one")
+        raise UnsupportedFeature(
+            "no To recipient: Resend requires to on every email (cc or bcc alone will not do)"
+        )
     if len(message.to) > MAX_TO:
         raise UnsupportedFeature(f"{len(message.to)} To recipients; Resend takes at most {MAX_TO}")
     payload: dict[str, Any] = {
