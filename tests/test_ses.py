@@ -307,6 +307,37 @@ def test_a_message_simple_cannot_hold_is_rendered_to_raw_mime() -> None:
 
 
 @pytest.mark.parametrize(
+    ("cc", "bcc", "destination"),
+    [
+        ((), (Address("audit@example.com"),), {"BccAddresses": ["audit@example.com"]}),
+        ((Address("chen@example.com"),), (), {"CcAddresses": ["chen@example.com"]}),
+        (
+            (Address("chen@example.com"),),
+            (Address("audit@example.com"),),
+            {"CcAddresses": ["chen@example.com"], "BccAddresses": ["audit@example.com"]},
+        ),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+@pytest.mark.parametrize("form", ["Simple", "Raw"])
+def test_a_message_without_to_has_a_destination_without_to(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...], destination: dict[str, Any], form: str
+) -> None:
+    """SES takes any one of ToAddresses, CcAddresses and BccAddresses alone."""
+    headers = {"X-Note": "naïve"} if form == "Raw" else {"X-Campaign": "spring"}
+    body = body_of(rich_message(to=(), cc=cc, bcc=bcc, headers=headers))
+    assert list(body["Content"]) == [form]
+    assert body["Destination"] == destination
+    if form == "Raw":
+        raw = raw_of(body)
+        mime = message_from_bytes(raw, policy=policy.default)
+        assert mime["Bcc"] is None
+        assert (mime["To"] is None) if cc else (str(mime["To"]) == "undisclosed-recipients:;")
+        assert b"audit@" not in raw
+    assert_valid(body)
+
+
+@pytest.mark.parametrize(
     "changes",
     [
         {"subject": ""},

@@ -140,6 +140,24 @@ async def test_simple_round_trip_reads_back_field_by_field(
     assert record["headers"]["content-type"] == "application/json"
 
 
+async def test_a_bcc_only_message_arrives_with_bcc_only_in_the_destination(
+    emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
+    (record,) = await read_back(http, emulator.port)
+    body = record["body"]
+    assert body["Destination"] == {
+        "BccAddresses": ["audit@example.com", "Boss <boss@example.com>"]
+    }  # SES writes no Bcc header: BccAddresses are the envelope only
+    shown = orjson.dumps({k: v for k, v in body.items() if k != "Destination"})
+    assert b"audit@" not in shown and b"boss@" not in shown
+
+
 @pytest.mark.parametrize(
     "changes",
     [

@@ -192,6 +192,28 @@ async def test_simple_content_reaches_moto(
         assert stored["body"] == (original.html or original.text)  # moto keeps one body
 
 
+@pytest.mark.parametrize("headers", [{"X-Order": "7"}, {"X-Note": "naïve"}], ids=["simple", "raw"])
+async def test_a_bcc_only_message_reaches_moto(
+    moto: MotoServer, vendor: SesVendor, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    await verify_identity(moto, "example.com")
+    hidden = (Address("audit@example.net"), Address("boss@example.net"))
+
+    result = await vendor.send(
+        message(to=(), cc=(), bcc=hidden, headers=headers), TIMEOUT, MESSAGE_ID
+    )
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
+    kept = await sent_by_moto(http, moto)
+    if "X-Note" in headers:
+        (stored,) = kept["RawMessage"]
+        assert stored["destinations"] == [a.email for a in hidden]  # none from the headers
+        assert "audit@" not in stored["raw_data"] and "boss@" not in stored["raw_data"]
+    else:
+        (stored,) = kept["Message"]
+        assert stored["destinations"] == {"BccAddresses": [a.email for a in hidden]}
+
+
 @pytest.mark.parametrize(
     "changes",
     [

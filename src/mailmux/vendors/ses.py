@@ -17,6 +17,10 @@ id longer than SES takes, or an attached `message/rfc822` (which must not be bas
 Raw carries all of these faithfully, so none of them is unsupported. Display names go
 out as `Name <addr>`, RFC 2047-encoded when not ASCII, as SES requires.
 
+A message without To (cc and/or bcc only) goes as it is: `Destination` takes any of
+its three lists alone, SES writes no Bcc header from `BccAddresses`, and in Raw the
+MIME never has one (a bcc-only message says `To: undisclosed-recipients:;`).
+
 Tags and metadata become `EmailTags`, which SES returns in every event it publishes:
 each metadata entry as `{Name: key, Value: value}` and each tag as
 `{Name: tag, Value: "true"}` (SES tags are pairs; a tag's presence is its meaning).
@@ -70,7 +74,9 @@ What SES cannot carry raises `UnsupportedFeature` before any request: more than 
 recipients, an address whose local part is not ASCII (SES has no SMTPUTF8; IDN domains
 go out in punycode), an attachment with an extension SES refuses, a tag or metadata
 entry outside SES's tag rules (or a tag named like a metadata key), and a request over
-40 MB. The idempotency key has no SES counterpart and is not sent.
+40 MB. SendEmail takes no idempotency key (botocore's model has no idempotency token for
+it): neither the message id nor the caller's key is sent, and a retry after an ambiguous
+attempt may be sent twice.
 """
 
 from __future__ import annotations
