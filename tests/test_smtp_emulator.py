@@ -125,6 +125,24 @@ async def test_an_accepted_message_is_listed_like_the_http_emulators(
     assert (kept.id, kept.body) == (stored["id"], stored["body"])
 
 
+async def test_a_bcc_only_message_reaches_every_recipient_and_names_none(
+    emulator: SmtpEmulator, vendor: SmtpVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = Message(
+        sender=Address("noreply@example.com"), to=(), bcc=hidden, subject="Hi", text="x\n"
+    )
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = emulator.messages
+    assert stored.body["rcpt_to"] == ["audit@example.com", "boss@example.com"]
+    assert ["To", "undisclosed-recipients:;"] in stored.body["headers"]
+    raw = base64.b64decode(stored.body["raw_mime"])
+    assert b"audit@" not in raw and b"boss@" not in raw and b"Boss" not in raw
+
+
 async def test_a_header_that_does_not_parse_is_listed_raw(emulator: SmtpEmulator) -> None:
     raw = b"From: noreply@example.com\r\nTo: bob@\r\nSubject: odd\r\n\r\nhi\r\n"
     async with client(emulator.port) as smtp:

@@ -4,8 +4,10 @@ does the I/O.
 
 An envelope is MAIL FROM the sender, RCPT TO every to/cc/bcc address (each once; Bcc is
 never in the headers, `render_mime` leaves it out), then DATA with the message's MIME
-(`raw_mime` as it came, else `render_mime`). Tags and metadata are `UnsupportedFeature`:
-a plain SMTP relay has no standard place for them (an ESP-specific header would reach
+(`raw_mime` as it came, else `render_mime`). A message without To needs nothing else:
+the envelope carries its recipients, and a bcc-only one says
+`To: undisclosed-recipients:;`. Tags and metadata are `UnsupportedFeature`: a plain
+SMTP relay has no standard place for them (an ESP-specific header would reach
 recipients of other relays).
 
 How the relay's answers (and, in `mailmux.vendors.smtp`, the connection's failures) are
