@@ -86,6 +86,7 @@ class Call:
 
     message: Message
     timeout: float
+    message_id: str
 
 
 class ScriptedVendor(Vendor):
@@ -111,8 +112,8 @@ class ScriptedVendor(Vendor):
         self.on_send = on_send
         self.calls: list[Call] = []
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
-        self.calls.append(Call(message, timeout))
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
+        self.calls.append(Call(message, timeout, message_id))
         if self.on_send is not None:
             self.on_send(message)
         step = self.script.popleft() if self.script else self.then

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import vendor_kit
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -34,17 +35,18 @@ from mailmux.vendors.brevo import BrevoVendor
 CONTRACT = load_contract("brevo.send.json")
 SEND = endpoint(CONTRACT, "POST", "/smtp/email")
 REQUEST_SCHEMA = json_schema(SEND["request"])
-KEY_UUID = "0b6f7a3e-4c1d-4e2f-9a8b-7c6d5e4f3a2b"
+#: Brevo's idempotency key for MESSAGE_ID: the UUIDv5 of the message id (pinned here, so a
+#: change to the derivation, which would let a retry across an upgrade be sent twice, shows).
+KEY_UUID = "f3481e7d-e388-505f-86b8-366330d9c274"
 ACCEPTED = HttpResponse(201, {}, b'{"messageId":"<1@relay>"}')
 
-#: Everything Brevo can carry: no inline image (Brevo has no cid: support), metadata
-#: with a non-ASCII value, and an idempotency key that is a UUID, as Brevo asks.
+#: Everything Brevo can carry: no inline image (Brevo has no cid: support), and metadata
+#: with a non-ASCII value.
 rich_message = partial(
     vendor_kit.rich_message,
     html="<p>Thanks!</p>",
     attachments=(Attachment("reçu.pdf", PDF, "application/pdf"),),
     metadata={"order_id": "42", "customer": "Zoë"},
-    idempotency_key=KEY_UUID,
 )
 
 
@@ -54,14 +56,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.brevo.example/v3/smtp/email"
@@ -96,7 +98,29 @@ def test_minimal_message_leaves_out_every_empty_field() -> None:
         "to": [{"email": "b@example.com"}],
         "subject": "Hi",
         "textContent": "x",
+        "headers": {"idempotencyKey": KEY_UUID},
     }
+
+
+def test_a_bcc_only_message_is_one_version_per_recipient() -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    body = body_of(rich_message(to=(), cc=(), bcc=hidden))
+    assert body["messageVersions"] == [
+        {"to": [{"email": "audit@example.com"}]},
+        {"to": [{"email": "boss@example.com", "name": "Boss"}]},
+    ]
+    assert not {"to", "cc", "bcc"} & body.keys()
+    assert validate(REQUEST_SCHEMA, body) == []
+
+
+@pytest.mark.parametrize("bcc", [(), (Address("audit@example.com"),)], ids=["cc", "cc+bcc"])
+async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address, ...]) -> None:
+    transport = FakeTransport(ACCEPTED)
+    message = rich_message(to=(), bcc=bcc)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("brevo: cc without a To recipient: ")
+    assert transport.calls == []
 
 
 def test_metadata_header_is_seven_bit_and_decodes_back_exactly() -> None:
@@ -106,12 +130,18 @@ def test_metadata_header_is_seven_bit_and_decodes_back_exactly() -> None:
     assert json.loads(value) == metadata
 
 
-def test_an_idempotency_key_that_is_not_a_uuid_becomes_a_stable_uuid() -> None:
-    first = body_of(rich_message(idempotency_key="order-42"))["headers"]["idempotencyKey"]
-    again = body_of(rich_message(idempotency_key="order-42"))["headers"]["idempotencyKey"]
-    other = body_of(rich_message(idempotency_key="order-43"))["headers"]["idempotencyKey"]
-    assert first == again != other
-    assert uuid.UUID(first).version == 5
+def test_the_idempotency_key_is_a_uuid_of_the_message_id_whatever_key_the_caller_gave() -> None:
+    brevo = vendor()
+
+    def key(message: Message, message_id: str) -> str:
+        value: str = json_of(brevo.build_request(message, message_id))["headers"]["idempotencyKey"]
+        return value
+
+    first = key(rich_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = key(rich_message(idempotency_key=None), MESSAGE_ID)
+    other = key(rich_message(idempotency_key="order-42"), "018f3a2b4c5d6e7f8091a2b3c4d6")
+    assert first == retry == KEY_UUID != other
+    assert uuid.UUID(other).version == 5
 
 
 def test_names_that_brevo_would_drop_are_rfc2047_encoded() -> None:
@@ -196,17 +226,16 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
     assert transport.calls == []
 
 
-def test_own_metadata_and_idempotency_headers_pass_when_the_message_needs_neither() -> None:
-    headers = {"X-Mailin-custom": "mine", "idempotencyKey": KEY_UUID}
-    body = body_of(rich_message(headers=headers, metadata={}, idempotency_key=None))
-    assert body["headers"] == headers
+def test_an_own_metadata_header_passes_when_the_message_has_no_metadata() -> None:
+    body = body_of(rich_message(headers={"X-Mailin-custom": "mine"}, metadata={}))
+    assert body["headers"] == {"X-Mailin-custom": "mine", "idempotencyKey": KEY_UUID}
 
 
 def test_extensions_are_matched_without_regard_to_case() -> None:
@@ -220,7 +249,7 @@ def test_extensions_are_matched_without_regard_to_case() -> None:
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     answer = b'{"messageId":"<201798300811.5787683@relay.domain.com>"}'
     transport = FakeTransport(HttpResponse(201, {}, answer))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="<201798300811.5787683@relay.domain.com>", status=201

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import vendor_kit
 from emulator_kit import TIMEOUT, emulator_fixture, http_fixture, post_to, read_back, vendor_fixture
-from vendor_kit import PDF
+from vendor_kit import MESSAGE_ID, PDF
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.message import Address, Attachment
@@ -25,7 +25,8 @@ from mailmux.vendors.base import HttpResponse, Outcome
 from mailmux.vendors.brevo import BrevoVendor
 
 API_KEY = "xkeysib-emulator-test-key"
-KEY_UUID = "0b6f7a3e-4c1d-4e2f-9a8b-7c6d5e4f3a2b"
+#: Brevo's idempotency key for MESSAGE_ID (the UUIDv5 of the message id).
+KEY_UUID = "f3481e7d-e388-505f-86b8-366330d9c274"
 
 emulator = emulator_fixture("brevo", seed=7)
 vendor = vendor_fixture(BrevoVendor, "backup", api_key=API_KEY)
@@ -39,7 +40,6 @@ rich_message = partial(
     attachments=(Attachment("reçu.pdf", PDF, "application/pdf"),),
     tags=("receipt", "spring"),
     metadata={"order_id": "42", "customer": "Zoë"},
-    idempotency_key=KEY_UUID,
 )
 
 
@@ -78,7 +78,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     emulator: Emulator, vendor: BrevoVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 201)
     (stored,) = await read_back(http, emulator.port)
@@ -93,13 +93,35 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     assert (body["textContent"], body["htmlContent"]) == (sent.text, sent.html)
     headers = dict(body["headers"])
     assert json.loads(headers.pop("X-Mailin-custom")) == sent.metadata
-    assert headers.pop("idempotencyKey") == sent.idempotency_key
+    assert headers.pop("idempotencyKey") == KEY_UUID
     assert headers == sent.headers
     assert tuple((a["name"], base64.b64decode(a["content"])) for a in body["attachment"]) == tuple(
         (a.filename, a.content) for a in sent.attachments
     )
     assert tuple(body["tags"]) == sent.tags
     assert stored["headers"]["api-key"] == f"…{API_KEY[-4:]}"
+
+
+async def test_a_bcc_only_message_arrives_as_versions_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: BrevoVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 201)
+    (stored,) = await read_back(http, emulator.port)
+    assert result.vendor_message_id == f"<{stored['id']}.0@emulator.brevo.invalid>"
+    body = stored["body"]
+    assert body["messageVersions"] == [
+        {"to": [{"email": "audit@example.com"}]},
+        {"to": [{"email": "boss@example.com", "name": "Boss"}]},
+    ]
+    shared = {k: v for k, v in body.items() if k != "messageVersions"}
+    assert not {"to", "cc", "bcc"} & shared.keys()
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+    assert body["headers"]["idempotencyKey"] == KEY_UUID  # one key for the whole batch
 
 
 async def test_versions_and_scheduling_change_the_answer_like_brevo(
@@ -145,6 +167,21 @@ async def test_a_missing_key_is_401_in_brevo_shape(
         (valid_body(sender=None), "missing_parameter", "sender"),
         (valid_body(sender={"name": "no address"}), "invalid_parameter", "sender"),
         (valid_body(to=None), "missing_parameter", "to is missing"),
+        (
+            valid_body(to=None, bcc=[{"email": "c@example.com"}]),
+            "missing_parameter",
+            "to is missing",
+        ),
+        (
+            valid_body(to=None, messageVersions=[{"bcc": [{"email": "c@example.com"}]}]),
+            "missing_parameter",
+            "to is missing in messageVersions",
+        ),
+        (
+            valid_body(to=None, messageVersions=[{"to": [{"email": "x"}]}]),
+            "invalid_parameter",
+            "in to in messageVersions",
+        ),
         (valid_body(to=[{"email": "not-an-address"}]), "invalid_parameter", "in to"),
         (valid_body(bcc=[{"name": "x"}]), "invalid_parameter", "in bcc"),
         (valid_body(replyTo={"email": "x"}), "invalid_parameter", "in replyTo"),
@@ -159,6 +196,9 @@ async def test_a_missing_key_is_401_in_brevo_shape(
         "sender",
         "sender-email",
         "to",
+        "bcc-only",
+        "version-without-to",
+        "version-to-email",
         "to-email",
         "bcc",
         "reply-to",
@@ -205,7 +245,7 @@ async def test_injected_503_is_retriable(
     seen, answer = await post(http, emulator.port, valid_body())
     assert (seen.status, answer) == (503, {"message": "Service Unavailable (emulated fault)"})
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RETRIABLE, 503, 2.0)
     assert emulator.messages == []
@@ -222,14 +262,14 @@ async def test_injected_429_carries_brevos_rate_limit_headers(
         "7",
     )
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
 async def test_injected_402_is_quota(emulator: Emulator, vendor: BrevoVendor) -> None:
     emulator.set_faults(Faults(status=402))
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.RATE_LIMITED, 402)
     assert result.reason.startswith("quota: not enough Brevo credit: not_enough_credits: ")
 

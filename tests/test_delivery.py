@@ -93,7 +93,7 @@ async def test_first_vendor_accepts(store: SqliteStore, db: Path, wall: FakeCloc
 
     assert receipt.state is MessageState.SENT
     assert (receipt.vendor, receipt.vendor_message_id) == ("a", "esp-a-1")
-    assert rig.vendor("a").calls == [Call(message, rig.policy.attempt_timeout)]
+    assert rig.vendor("a").calls == [Call(message, rig.policy.attempt_timeout, receipt.id)]
     assert rig.vendor("b").calls == []
     # Write-behind: the answer did not wait for a commit, yet the record is readable.
     assert store.commits == 0
@@ -499,6 +499,30 @@ async def test_redeliver_avoids_the_last_vendor_and_drops_the_body(
     )
     assert (record.attempts, record.updated_at, record.next_attempt_at) == (3, T0 + 5.0, None)
     assert stored_payload(db, "m1") is None
+
+
+async def test_every_attempt_and_retry_of_a_message_carries_its_id(
+    store: SqliteStore, wall: FakeClock
+) -> None:
+    """Vendors derive their ESP's idempotency key from it: it must not change on a retry."""
+    a = ScriptedVendor("a", retriable(), accepted())
+    b = ScriptedVendor("b", ambiguous(), accepted())
+    rig = make_rig(store, [a, b], wall=wall)
+
+    first = await rig.deliverer.submit(make_message())
+    wall.advance(3600.0)
+    state = await rig.deliverer.redeliver(await lease_one(rig), "w")
+    other = await rig.deliverer.submit(make_message())
+
+    assert (first.state, state, other.state) == (
+        MessageState.QUEUED,
+        MessageState.SENT,
+        MessageState.SENT,
+    )
+    # a: first's attempt, its retry, then other's; b: first's ambiguous attempt, then other's.
+    assert [c.message_id for c in a.calls] == [first.id, first.id, other.id]
+    assert [c.message_id for c in b.calls] == [first.id, other.id]
+    assert other.id != first.id
 
 
 async def test_redeliver_never_attempts_past_its_lease(store: SqliteStore, wall: FakeClock) -> None:

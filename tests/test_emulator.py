@@ -6,6 +6,7 @@ import asyncio
 import re
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 from emulator_kit import TIMEOUT, emulator_fixture, http_fixture, set_faults, vendor_fixture
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import SHAPES, Emulator, FaultError, Faults
 from mailmux.message import Address, Attachment, Message
@@ -58,14 +60,14 @@ async def test_accepted_message_is_stored_exactly_as_sent(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = message(1)
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 202)
     status, listed = await control(http, emulator.port, "GET", "/_emulator/messages")
     assert status == 200
     (stored,) = listed
     assert stored["id"] == result.vendor_message_id
-    assert stored["body"] == orjson.loads(vendor.build_request(sent).body)
+    assert stored["body"] == orjson.loads(vendor.build_request(sent, MESSAGE_ID).body)
     assert stored["body"]["personalizations"][0]["to"] == [
         {"email": "ana1@example.org", "name": "Ana María"}
     ]
@@ -77,10 +79,44 @@ async def test_accepted_message_is_stored_exactly_as_sent(
     assert (kept.id, kept.body) == (stored["id"], stored["body"])
 
 
+async def test_a_bcc_only_message_arrives_as_copies_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: SendGridVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = replace(message(1), to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 202)
+    (stored,) = emulator.messages
+    personalizations = stored.body["personalizations"]
+    assert [p["to"] for p in personalizations] == [
+        [{"email": "audit@example.com"}],
+        [{"email": "boss@example.com", "name": "Boss"}],
+    ]
+    assert all(p.keys() == {"to", "custom_args"} for p in personalizations)  # no cc, no bcc
+    shared = {k: v for k, v in stored.body.items() if k != "personalizations"}
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+
+
+async def test_a_personalization_without_to_is_refused_as_sendgrid_does(
+    emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
+) -> None:
+    body = orjson.loads(vendor.build_request(message(), MESSAGE_ID).body)
+    body["personalizations"] = [{"bcc": [{"email": "audit@example.com"}]}]
+    url = f"http://127.0.0.1:{emulator.port}/v3/mail/send"
+    async with http.post(url, json=body, headers={"Authorization": "Bearer k"}) as response:
+        assert response.status == 400
+        (error,) = (await response.json())["errors"]
+    assert error["field"] == "personalizations.0.to"
+    assert error["message"].startswith("The to array is required for all personalization")
+    assert emulator.messages == []
+
+
 async def test_ids_are_unique_and_delete_clears_the_store(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
-    results = [await vendor.send(message(n), TIMEOUT) for n in range(3)]
+    results = [await vendor.send(message(n), TIMEOUT, MESSAGE_ID) for n in range(3)]
     ids = [r.vendor_message_id for r in results]
     assert len(set(ids)) == 3
     assert [m.id for m in emulator.messages] == ids
@@ -98,7 +134,10 @@ async def test_the_store_is_bounded_and_keeps_the_newest() -> None:
         "primary", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{server.port}"
     )
     try:
-        ids = [(await sendgrid.send(message(n), TIMEOUT)).vendor_message_id for n in range(4)]
+        ids = [
+            (await sendgrid.send(message(n), TIMEOUT, MESSAGE_ID)).vendor_message_id
+            for n in range(4)
+        ]
         assert [m.id for m in server.messages] == ids[2:]
         assert server.accepted_total == 4
         async with aiohttp.ClientSession() as http:
@@ -120,7 +159,9 @@ async def test_missing_or_wrong_auth_is_401_in_sendgrid_shape(
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     body = orjson.loads(
-        SendGridVendor("x", AiohttpTransport(), api_key="k").build_request(message()).body
+        SendGridVendor("x", AiohttpTransport(), api_key="k")
+        .build_request(message(), MESSAGE_ID)
+        .body
     )
     url = f"http://127.0.0.1:{emulator.port}/v3/mail/send"
     async with http.post(url, json=body, headers=headers) as response:
@@ -180,7 +221,7 @@ async def test_status_503_is_retriable_and_nothing_is_stored(
     await set_faults(http, emulator.port, {"status": 503})
     assert await control(http, emulator.port, "GET", "/_emulator/faults") == (200, {"status": 503})
 
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert "emulated fault" in result.reason
@@ -191,7 +232,7 @@ async def test_429_with_retry_after_is_rate_limited(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -199,7 +240,7 @@ async def test_rate_half_hits_about_half_of_200_requests(
     emulator: Emulator, vendor: SendGridVendor
 ) -> None:
     emulator.set_faults(Faults(status=503, rate=0.5))
-    outcomes = [(await vendor.send(message(n), TIMEOUT)).outcome for n in range(200)]
+    outcomes = [(await vendor.send(message(n), TIMEOUT, MESSAGE_ID)).outcome for n in range(200)]
 
     failed = outcomes.count(Outcome.RETRIABLE)
     assert 70 <= failed <= 130
@@ -211,7 +252,7 @@ async def test_latency_delays_the_answer(
 ) -> None:
     await set_faults(http, emulator.port, {"latency_ms": 150})
     started = time.monotonic()
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert time.monotonic() - started >= 0.150
     assert result.outcome is Outcome.ACCEPTED
 
@@ -221,7 +262,7 @@ async def test_latency_combines_with_a_status(
 ) -> None:
     await set_faults(http, emulator.port, {"latency_ms": 100, "status": 500})
     started = time.monotonic()
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert time.monotonic() - started >= 0.100
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 500)
 
@@ -230,7 +271,7 @@ async def test_hang_past_the_attempt_timeout_is_ambiguous(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"hang": True})
-    result = await vendor.send(message(), 0.3)
+    result = await vendor.send(message(), 0.3, MESSAGE_ID)
     assert result.outcome is Outcome.AMBIGUOUS
     assert "0.3" in result.reason
 
@@ -240,7 +281,7 @@ async def test_a_hung_request_is_answered_once_the_faults_expire(
 ) -> None:
     started = time.monotonic()  # before the faults: their 100 ms run from the POST
     await set_faults(http, emulator.port, {"hang": True, "for_ms": 100})
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert time.monotonic() - started >= 0.100
     assert result.outcome is Outcome.ACCEPTED
     assert emulator.faults == Faults()
@@ -284,7 +325,7 @@ async def test_reset_is_ambiguous(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"reset": True})
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.AMBIGUOUS
     assert emulator.messages == []
 
@@ -300,10 +341,12 @@ async def test_down_refuses_connections_then_listens_again_on_the_same_port(
     )
     port = server.port
     try:
-        assert (await sendgrid.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED  # pooled
+        assert (
+            await sendgrid.send(message(), TIMEOUT, MESSAGE_ID)
+        ).outcome is Outcome.ACCEPTED  # pooled
 
         await set_faults(http, server.control_port, {"down": True})
-        refused = await sendgrid.send(message(), TIMEOUT)
+        refused = await sendgrid.send(message(), TIMEOUT, MESSAGE_ID)
         assert refused.outcome is Outcome.RETRIABLE
         assert refused.reason.startswith("connect failed")
         listed = await control(http, server.control_port, "GET", "/_emulator/messages")
@@ -311,7 +354,7 @@ async def test_down_refuses_connections_then_listens_again_on_the_same_port(
 
         await set_faults(http, server.control_port, {})
         assert server.port == port
-        assert (await sendgrid.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+        assert (await sendgrid.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
         assert len(server.messages) == 2
     finally:
         await sendgrid.close()
@@ -320,19 +363,19 @@ async def test_down_refuses_connections_then_listens_again_on_the_same_port(
 
 async def test_set_down_from_python_and_back(emulator: Emulator, vendor: SendGridVendor) -> None:
     emulator.set_down(True)
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.RETRIABLE
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.RETRIABLE
     emulator.set_down(False)  # listening again when this returns: no wait needed
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
 
 
 async def test_down_for_a_while_comes_back_by_itself(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"down": True, "for_ms": 100})
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.RETRIABLE
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.RETRIABLE
 
     assert await asyncio.wait_for(emulator.faults_changed(), TIMEOUT) == Faults()
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
 
 
 async def test_empty_faults_clear_everything(
@@ -345,7 +388,7 @@ async def test_empty_faults_clear_everything(
     await set_faults(http, emulator.port, {})
 
     assert await control(http, emulator.port, "GET", "/_emulator/faults") == (200, {})
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
 
 
 async def test_control_routes_ignore_faults(
@@ -427,7 +470,7 @@ async def test_run_emulator_serves_until_terminated(http: aiohttp.ClientSession)
         sendgrid = SendGridVendor(
             "primary", AiohttpTransport(), api_key=API_KEY, base_url=f"http://127.0.0.1:{match[1]}"
         )
-        result = await sendgrid.send(message(), TIMEOUT)
+        result = await sendgrid.send(message(), TIMEOUT, MESSAGE_ID)
         await sendgrid.close()
         assert result.outcome is Outcome.ACCEPTED
         listed = await control(http, int(match[1]), "GET", "/_emulator/messages")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import email.utils
 import re
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -66,7 +69,7 @@ def parse_form(body: bytes, boundary: str = "BOUNDARY") -> list[tuple[str, str |
 
 
 def fields_of(message: Message) -> list[tuple[str, str]]:
-    request = vendor().build_request(message)
+    request = vendor().build_request(message, MESSAGE_ID)
     return [(n, v.decode()) for n, f, v in parse_form(request.body) if f is None]
 
 
@@ -74,7 +77,7 @@ def fields_of(message: Message) -> list[tuple[str, str]]:
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.mailgun.net/v3/mg.example.com/messages"
@@ -143,7 +146,7 @@ def test_names_with_address_syntax_are_quoted_and_idn_domains_go_out_in_punycode
 
 def test_raw_mime_goes_to_messages_mime_with_the_whole_envelope() -> None:
     message = rich_message(raw_mime=RAW, tags=("t1",), metadata={"k": "v"})
-    request = vendor().build_request(message)
+    request = vendor().build_request(message, MESSAGE_ID)
 
     assert request.url == "https://api.eu.mailgun.net/v3/mg.example.com/messages.mime"
     assert parse_form(request.body) == [
@@ -158,9 +161,47 @@ def test_raw_mime_goes_to_messages_mime_with_the_whole_envelope() -> None:
     assert b"Content-Type: message/rfc822\r\n" in request.body
 
 
+@pytest.mark.parametrize(
+    ("cc", "bcc"),
+    [
+        ((), (Address("audit@example.com"), Address("boss@example.com"))),
+        ((Address("chen@example.com", "陈伟"),), ()),
+        ((Address("chen@example.com", "陈伟"),), (Address("audit@example.com"),)),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+def test_a_message_without_to_goes_to_messages_mime_with_bcc_only_in_the_envelope(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...]
+) -> None:
+    message = rich_message(to=(), cc=cc, bcc=bcc, tags=("t1",), metadata={"k": "v"})
+    request = vendor().build_request(message, MESSAGE_ID)
+
+    assert request.url == "https://api.eu.mailgun.net/v3/mg.example.com/messages.mime"
+    *fields, (name, filename, raw) = parse_form(request.body)
+    assert fields == [
+        *(("to", None, a.email.encode()) for a in (*cc, *bcc)),
+        ("o:tag", None, b"t1"),
+        ("v:k", None, b"v"),
+    ]
+    assert (name, filename) == ("message", "message.mime")
+    mime = BytesParser(policy=policy.default).parsebytes(raw)
+    assert mime["Bcc"] is None
+    if cc:
+        assert mime["To"] is None
+        assert [a.addr_spec for a in mime["Cc"].addresses] == [a.email for a in cc]
+    else:
+        assert mime["To"].groups[0].display_name == "undisclosed-recipients"
+        assert mime["Cc"] is None
+    for hidden in bcc:
+        assert hidden.email.encode() not in raw
+    assert (mime["Reply-To"], mime["X-Campaign"]) == ("Support ✉ <support@example.com>", "spring")
+    assert mime["Date"].datetime.timestamp() == NOW
+    assert [p.get_filename() for p in mime.iter_attachments()] == ["reçu.pdf"]
+
+
 def test_base_url_may_carry_the_api_version_and_the_domain_is_escaped() -> None:
     request = vendor(base_url="http://127.0.0.1:9/v3", domain="mg.ex ample").build_request(
-        rich_message()
+        rich_message(), MESSAGE_ID
     )
     assert request.url == "http://127.0.0.1:9/v3/mg.ex%20ample/messages"
 
@@ -176,7 +217,7 @@ def test_quotes_and_line_breaks_in_part_names_are_escaped() -> None:
 
 def test_the_default_boundary_is_random() -> None:
     mailgun = MailgunVendor("m", FakeTransport(ACCEPTED), api_key="k", domain="mg.example.com")
-    first, second = (mailgun.build_request(rich_message()) for _ in range(2))
+    first, second = (mailgun.build_request(rich_message(), MESSAGE_ID) for _ in range(2))
     assert first.headers["Content-Type"] != second.headers["Content-Type"]
     boundary = first.headers["Content-Type"].partition("boundary=")[2]
     assert re.fullmatch(r"mailmux-[0-9a-f]{32}", boundary)
@@ -193,7 +234,7 @@ def test_the_default_boundary_is_random() -> None:
     ids=["rich", "plain", "ten-tags"],
 )
 def test_forms_validate_against_mailgun_s_contract(message: Message) -> None:
-    parts = parse_form(vendor().build_request(message).body)
+    parts = parse_form(vendor().build_request(message, MESSAGE_ID).body)
     repeatable = {f["name"] for f in FORM["x-form-fields"] if f["repeatable"]}
     known = {f["name"] for f in FORM["x-form-fields"]}
     patterns = [re.compile(p) for p in FORM["x-form-field-patterns"]]
@@ -229,7 +270,6 @@ def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
-        (rich_message(to=()), "no To recipient"),
         (rich_message(text="", html=None), "no text or HTML body"),
         (rich_message(tags=tuple(f"t{i}" for i in range(11))), "11 tags; Mailgun takes at most 10"),
         (
@@ -246,13 +286,13 @@ def test_a_missing_api_key_or_domain_is_a_configuration_error() -> None:
             "Mailgun takes at most 25 MB",
         ),
     ],
-    ids=["no-to", "body", "tags", "recipients", "mime-recipients", "options", "size"],
+    ids=["body", "tags", "recipients", "mime-recipients", "options", "size"],
 )
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -264,11 +304,13 @@ def test_options_up_to_exactly_16_kb_are_sent() -> None:
     at_limit = rich_message(metadata={"b": "x" * (16 * 1024 - 3)}, **plain)  # "v:b" + value
     assert ("v:b", "x" * (16 * 1024 - 3)) in fields_of(at_limit)
     with pytest.raises(UnsupportedFeature, match="16385 bytes"):
-        vendor().build_request(rich_message(metadata={"b": "x" * (16 * 1024 - 2)}, **plain))
+        vendor().build_request(
+            rich_message(metadata={"b": "x" * (16 * 1024 - 2)}, **plain), MESSAGE_ID
+        )
 
 
 def test_raw_mime_needs_no_parsed_body_and_duplicate_tags_count_once() -> None:
-    request = vendor().build_request(rich_message(raw_mime=RAW, text=None, html=None))
+    request = vendor().build_request(rich_message(raw_mime=RAW, text=None, html=None), MESSAGE_ID)
     assert request.url.endswith("/messages.mime")
     tags = [v for n, _, v in parse_form(request.body) if n == "o:tag"]
     assert tags == [b"receipt", b"spring"]
@@ -279,7 +321,7 @@ def test_raw_mime_needs_no_parsed_body_and_duplicate_tags_count_once() -> None:
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="20300101.1@mg.example.com", status=200

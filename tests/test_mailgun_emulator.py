@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment, Message
@@ -58,7 +61,7 @@ async def test_a_rich_message_reads_back_field_by_field(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = quoted_names_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -93,7 +96,7 @@ async def test_raw_mime_reads_back_byte_for_byte_with_its_envelope(
         metadata={"k": "v"},
         raw_mime=RAW,
     )
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert result.outcome is Outcome.ACCEPTED
     (stored,) = await read_back(http, emulator.port)
@@ -104,6 +107,27 @@ async def test_raw_mime_reads_back_byte_for_byte_with_its_envelope(
     assert (form["o:tag"], form["v:k"]) == (["raw"], "v")
     assert base64.b64decode(form["message"]["content"]) == RAW
     assert form["message"]["content_type"] == "message/rfc822"
+
+
+async def test_a_bcc_only_message_arrives_as_mime_that_names_no_bcc_recipient(
+    emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = quoted_names_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = await read_back(http, emulator.port)
+    assert stored["headers"][":path"] == f"/v3/{DOMAIN}/messages.mime"
+    form = stored["body"]
+    assert form["to"] == ["audit@example.com", "boss@example.com"]  # the envelope
+    raw = base64.b64decode(form["message"]["content"])
+    mime = BytesParser(policy=policy.default).parsebytes(raw)
+    assert str(mime["To"]) == "undisclosed-recipients:;"
+    assert mime["Cc"] is None and mime["Bcc"] is None
+    assert b"audit@" not in raw and b"boss@" not in raw and b"Boss" not in raw
+    assert mime["Subject"] == sent.subject
 
 
 # -- Mailgun's own checks -------------------------------------------------------------
@@ -134,6 +158,11 @@ async def test_missing_or_wrong_auth_is_a_bare_forbidden(
     [
         ("messages", {"to": "b@example.com", "subject": "s", "text": "t"}, "'from' parameter"),
         ("messages", {"from": "a@example.com", "subject": "s", "text": "t"}, "'to' parameter"),
+        (
+            "messages",
+            {"from": "a@example.com", "bcc": "b@example.com", "subject": "s", "text": "t"},
+            "'to' parameter",
+        ),
         ("messages", {"from": "a@example.com", "to": "b@example.com", "text": "t"}, "'subject'"),
         ("messages", {"from": "a@example.com", "to": "b@example.com", "subject": "s"}, "'text'"),
         ("messages.mime", {"to": "b@example.com"}, "'message' parameter"),
@@ -198,7 +227,7 @@ async def test_an_injected_503_has_mailgun_s_body_and_is_retriable(
         assert response.status == 503
         assert await response.json() == {"message": "Emulated fault: HTTP 503"}
 
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "Emulated fault: HTTP 503"
@@ -209,7 +238,7 @@ async def test_an_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -217,7 +246,7 @@ async def test_an_injected_401_is_forbidden_and_vendor_config(
     emulator: Emulator, vendor: MailgunVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 401})
-    result = await vendor.send(quoted_names_message(), TIMEOUT)
+    result = await vendor.send(quoted_names_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.reason) == (Outcome.VENDOR_CONFIG, "API key rejected: Forbidden")
 
 

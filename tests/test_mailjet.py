@@ -11,6 +11,7 @@ import orjson
 import pytest
 import vendor_kit
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -32,6 +33,7 @@ CONTRACT = load_contract("mailjet.send.json")
 SEND = endpoint(CONTRACT, "POST", "/v3.1/send")
 REQUEST_SCHEMA = json_schema(SEND["request"])
 BASIC = "Basic " + base64.b64encode(b"mj-key:mj-secret").decode()
+RECIPIENTS = ("To", "Cc", "Bcc")
 
 #: Mailjet takes one distinct tag per message, so the rich message repeats its one tag;
 #: its metadata (sent as the EventPayload JSON string) carries a non-ASCII value.
@@ -43,7 +45,7 @@ rich_message = partial(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 def success(uuid: str = "uuid-1", number: int = 1152921519812251571) -> bytes:
@@ -103,7 +105,7 @@ def global_error(code: str, status: int, text: str) -> bytes:
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.mailjet.example/v3.1/send"
@@ -111,7 +113,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
         "Authorization": BASIC,
         "Content-Type": "application/json",
         "Accept": "application/json",
-        "Idempotency-Key": "order-42",
+        "Idempotency-Key": MESSAGE_ID,
     }
     assert orjson.loads(request.body) == {
         "Messages": [
@@ -153,9 +155,19 @@ def test_rich_message_becomes_the_exact_request() -> None:
     }
 
 
-def test_minimal_message_leaves_out_every_empty_field_and_the_idempotency_header() -> None:
-    request = vendor().build_request(minimal_message(subject="", text=None, html="<b>x"))
-    assert "Idempotency-Key" not in request.headers
+def test_the_idempotency_key_is_the_message_id_whatever_key_the_caller_gave() -> None:
+    mailjet = vendor()
+    first = mailjet.build_request(minimal_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = mailjet.build_request(minimal_message(), MESSAGE_ID)
+    other = mailjet.build_request(minimal_message(idempotency_key="order-42"), "018f3a2b4c5d")
+    assert first.headers["Idempotency-Key"] == retry.headers["Idempotency-Key"] == MESSAGE_ID
+    assert other.headers["Idempotency-Key"] == "018f3a2b4c5d"
+
+
+def test_minimal_message_leaves_out_every_empty_field() -> None:
+    request = vendor().build_request(
+        minimal_message(subject="", text=None, html="<b>x"), MESSAGE_ID
+    )
     assert orjson.loads(request.body) == {
         "Messages": [
             {
@@ -165,6 +177,31 @@ def test_minimal_message_leaves_out_every_empty_field_and_the_idempotency_header
             }
         ]
     }
+
+
+def test_a_bcc_only_message_is_one_message_per_recipient_with_the_rest_in_globals() -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    body = body_of(rich_message(to=(), cc=(), bcc=hidden))
+
+    assert body["Messages"] == [
+        {"To": [{"Email": "audit@example.com"}]},
+        {"To": [{"Email": "boss@example.com", "Name": "Boss"}]},
+    ]
+    # Everything else is sent once, in Globals: the single message's fields but recipients.
+    (entry,) = body_of(rich_message())["Messages"]
+    assert body["Globals"] == {k: v for k, v in entry.items() if k not in RECIPIENTS}
+    assert body.keys() == {"Globals", "Messages"}
+    assert validate(REQUEST_SCHEMA, body) == []
+
+
+@pytest.mark.parametrize("bcc", [(), (Address("audit@example.com"),)], ids=["cc", "cc+bcc"])
+async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address, ...]) -> None:
+    transport = FakeTransport(ACCEPTED)
+    message = rich_message(to=(), bcc=bcc)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("mailjet: cc without a To recipient: ")
+    assert transport.calls == []
 
 
 def test_event_payload_decodes_back_to_the_metadata() -> None:
@@ -250,7 +287,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -269,7 +306,7 @@ async def test_send_hands_the_request_to_the_transport_and_reads_the_uuid() -> N
     transport = FakeTransport(
         HttpResponse(200, {}, success("1ab23cd4-e567-8901-b234-5678cd90ef12"))
     )
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="1ab23cd4-e567-8901-b234-5678cd90ef12", status=200
@@ -329,6 +366,25 @@ def test_per_message_validation_errors_are_permanent(
     assert (result.outcome, result.status) == (Outcome.PERMANENT, status)
     assert result.reason.startswith(error[0])
     assert error[2] in result.reason
+
+
+def test_copies_of_a_bcc_only_message_taken_by_mailjet_make_it_accepted() -> None:
+    taken = orjson.loads(success("uuid-7"))["Messages"][0]
+    refused = orjson.loads(message_errors(("mj-0013", 400, "invalid address", ["To[0].Email"])))
+    body = orjson.dumps({"Messages": [refused["Messages"][0], taken]})
+    result = parse(400, body)
+    assert (result.outcome, result.status, result.vendor_message_id) == (
+        Outcome.ACCEPTED,
+        400,
+        "uuid-7",
+    )
+    assert result.reason == "1 of 2 copies refused: mj-0013 (To[0].Email): invalid address"
+
+
+def test_every_copy_refused_is_classified_by_the_first_copy_s_errors() -> None:
+    first = message_errors(("send-0008", 403, "not an authorized sender", ["From"]))
+    both = orjson.dumps({"Messages": orjson.loads(first)["Messages"] * 2})
+    assert parse(403, both).outcome is Outcome.VENDOR_CONFIG
 
 
 def test_the_reason_names_each_error_and_what_it_relates_to() -> None:

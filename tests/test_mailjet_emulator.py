@@ -20,6 +20,7 @@ from emulator_kit import (
     read_back,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.message import Address, Attachment
@@ -77,7 +78,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -94,7 +95,7 @@ async def test_round_trip_reads_back_every_field_that_was_sent(
     assert attachments(entry) == sent.attachments
     assert (entry["CustomCampaign"],) == sent.tags
     assert orjson.loads(entry["EventPayload"]) == sent.metadata
-    assert stored["headers"]["idempotency-key"] == sent.idempotency_key
+    assert stored["headers"]["idempotency-key"] == MESSAGE_ID
     assert stored["headers"]["authorization"] == f"…{KEY[-4:]}"
 
 
@@ -124,6 +125,39 @@ async def test_each_recipient_gets_its_own_ids(
     numbers = [r["MessageID"] for r in recipients]
     assert len(set(numbers)) == 3 and all(2**58 <= n < 2**63 for n in numbers)
     assert recipients[0]["MessageHref"].endswith(f"/v3/REST/message/{numbers[0]}")
+
+
+async def test_a_bcc_only_message_arrives_as_copies_that_name_only_their_own_recipient(
+    emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status, result.reason) == (Outcome.ACCEPTED, 200, "")
+    (stored,) = await read_back(http, emulator.port)
+    assert result.vendor_message_id == stored["id"]
+    body = stored["body"]
+    assert [addresses(m["To"]) for m in body["Messages"]] == [(hidden[0],), (hidden[1],)]
+    assert all(m.keys() == {"To"} for m in body["Messages"])
+    shared = body["Globals"]
+    assert not {"To", "Cc", "Bcc"} & shared.keys()
+    assert b"audit@" not in orjson.dumps(shared) and b"boss@" not in orjson.dumps(shared)
+    assert (shared["Subject"], shared["TextPart"]) == (sent.subject, sent.text)
+    assert attachments(shared) == sent.attachments
+
+
+async def test_copies_mailjet_takes_are_sent_when_another_copy_is_refused(
+    emulator: Emulator, vendor: MailjetVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@localhost"), Address("boss@example.com"))  # Mailjet: mj-0013
+    result = await vendor.send(rich_message(to=(), cc=(), bcc=hidden), TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 400)
+    assert result.reason.startswith("1 of 2 copies refused: mj-0013 (To[0].Email): ")
+    (stored,) = await read_back(http, emulator.port)
+    assert [m["To"] for m in stored["body"]["Messages"]] == [[{"Email": "boss@example.com"}]]
 
 
 # -- Mailjet's own checks ---------------------------------------------------------------
@@ -177,6 +211,18 @@ async def test_call_level_problems_get_a_global_400(
     assert (seen.status, answer["ErrorCode"]) == (400, code)
     assert "Messages" not in answer
     assert vendor.parse_response(seen).outcome is Outcome.PERMANENT
+    assert emulator.messages == []
+
+
+async def test_a_message_with_only_bcc_is_refused_for_want_of_to(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    message = {"From": {"Email": "a@example.com"}, "Bcc": [{"Email": "b@example.com"}]}
+    seen, answer = await post(http, emulator.port, {"Messages": [{**message, "TextPart": "x"}]})
+
+    assert seen.status == 400
+    ((entry),) = answer["Messages"]
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in entry["Errors"]] == [("mj-0003", ["To"])]
     assert emulator.messages == []
 
 
@@ -266,7 +312,7 @@ async def test_injected_503_is_retriable_with_mailjets_global_error(
         "Service Unavailable (emulated fault)",
     )
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert "emulated fault" in result.reason
@@ -277,7 +323,7 @@ async def test_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: MailjetVendor
 ) -> None:
     emulator.set_faults(Faults(status=429, retry_after=7))
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 

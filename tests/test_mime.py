@@ -46,6 +46,27 @@ def test_render_mime_headers() -> None:
         assert private not in raw
 
 
+def test_a_bcc_only_message_says_undisclosed_recipients_and_names_none() -> None:
+    hidden = (Address("secret@example.net"), Address("boss@example.net", "Boss"))
+    message = dataclasses.replace(RICH, to=(), cc=(), bcc=hidden)
+    mime = rendered(message)
+    assert (mime["To"].groups[0].display_name, mime["To"].addresses) == (
+        "undisclosed-recipients",
+        (),
+    )
+    assert mime["Cc"] is None and mime["Bcc"] is None
+    raw = render_mime(message, now=NOW)
+    assert b"secret@" not in raw and b"boss@" not in raw and b"Boss" not in raw
+    envelope = [a.email for a in hidden]
+    assert parse_mime(raw, envelope_to=envelope).to == ()  # the group holds nobody
+
+
+def test_a_cc_only_message_has_no_to_field() -> None:
+    mime = rendered(dataclasses.replace(RICH, to=()))
+    assert mime["To"] is None
+    assert [a.addr_spec for a in mime["Cc"].addresses] == ["carol@example.org"]
+
+
 def test_render_mime_structure() -> None:
     mime = rendered(RICH)
     assert structure(mime) == (

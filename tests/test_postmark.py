@@ -11,6 +11,7 @@ import orjson
 import pytest
 import vendor_kit
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -51,14 +52,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "http://pm.test/email"
@@ -147,6 +148,24 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
         PostmarkVendor("tx", FakeTransport(ACCEPTED), api_key="")
 
 
+@pytest.mark.parametrize(
+    ("cc", "bcc"),
+    [
+        ((), (Address("audit@example.com"), Address("boss@example.com"))),
+        ((Address("chen@example.com"),), ()),
+        ((Address("chen@example.com"),), (Address("audit@example.com"),)),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+def test_a_message_without_to_is_sent_without_to(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...]
+) -> None:
+    body = body_of(rich_message(to=(), cc=cc, bcc=bcc))
+    assert "To" not in body
+    assert body.get("Cc") == (", ".join(a.email for a in cc) or None)
+    assert body.get("Bcc") == (", ".join(a.email for a in bcc) or None)
+
+
 # -- what Postmark cannot carry ----------------------------------------------------
 
 
@@ -155,7 +174,6 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
     [
         (rich_message(raw_mime=b"MIME-Version: 1.0\r\n\r\n.", text=None, html=None), "raw MIME"),
         (rich_message(text="", html=None), "no text or HTML body"),
-        (rich_message(to=()), "no To recipient"),
         (rich_message(tags=("a", "b")), "2 tags; Postmark takes one tag"),
         (rich_message(tags=("x" * 1001,)), "1001 characters"),
         (rich_message(metadata={"Order": "1", "order": "2"}), "'Order' and 'order' differ"),
@@ -169,13 +187,13 @@ def test_an_empty_api_key_is_a_configuration_error() -> None:
             "Postmark takes at most 10 MB",
         ),
     ],
-    ids=["raw", "body", "no-to", "tags", "tag-length", "metadata", "recipients", "html", "size"],
+    ids=["raw", "body", "tags", "tag-length", "metadata", "recipients", "html", "size"],
 )
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -194,7 +212,7 @@ def test_fifty_recipients_and_a_1000_character_tag_are_fine() -> None:
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="b7bc2f4a-e38e-4336-af7d-e6c392c2f817", status=200

@@ -21,6 +21,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment
@@ -62,7 +63,7 @@ async def test_a_rich_message_reads_back_field_by_field(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -85,10 +86,29 @@ async def test_a_rich_message_reads_back_field_by_field(
     assert tuple(map(attachment, body["Attachments"])) == sent.attachments
 
 
+async def test_a_bcc_only_message_arrives_without_to_and_is_answered_without_to(
+    emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = await read_back(http, emulator.port)
+    assert result.vendor_message_id == stored["id"]
+    body = stored["body"]
+    # Bcc is Postmark's to keep out of the headers; nothing else names a bcc recipient.
+    assert body["Bcc"] == "audit@example.com, Boss <boss@example.com>"
+    assert "To" not in body and "Cc" not in body
+    shown = orjson.dumps({k: v for k, v in body.items() if k != "Bcc"})
+    assert b"audit@" not in shown and b"boss@" not in shown
+
+
 async def test_success_answers_like_postmark(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
-    body = orjson.loads(vendor.build_request(rich_message()).body)
+    body = orjson.loads(vendor.build_request(rich_message(), MESSAGE_ID).body)
     async with http.post(url(emulator), json=body, headers={"X-Postmark-Server-Token": TOKEN}) as r:
         assert r.status == 200
         answer = await r.json()
@@ -118,7 +138,8 @@ async def test_a_missing_token_is_401_with_error_code_10(
         (b"{not json", 402, "not valid JSON"),
         (b"[]", 403, "JSON object"),
         (b'{"To": "b@example.com", "TextBody": "t"}', 300, "'From'"),
-        (b'{"From": "a@example.com", "To": null, "TextBody": "t"}', 300, "'To'"),
+        (b'{"From": "a@example.com", "To": null, "TextBody": "t"}', 300, "Zero recipients"),
+        (b'{"From": "a@example.com", "Cc": "", "TextBody": "t"}', 300, "Zero recipients"),
         (b'{"From": "a@example.com", "To": "b@example.com"}', 300, "TextBody or an HtmlBody"),
         (b'{"From": "a@example.com", "To": ["b@example.com"], "TextBody": "t"}', 300, "string"),
         (b'{"From": "a", "To": "b", "TextBody": "t", "Headers": [{"Value": "v"}]}', 300, "Headers"),
@@ -136,6 +157,18 @@ async def test_a_request_postmark_would_refuse_is_422_with_its_error_code(
     assert answer["ErrorCode"] == code
     assert words in answer["Message"]
     assert emulator.messages == []
+
+
+async def test_a_message_without_to_is_taken_and_answered_without_to(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    headers = {"X-Postmark-Server-Token": TOKEN, "Content-Type": "application/json"}
+    body = b'{"From": "a@example.com", "Bcc": "b@example.com", "TextBody": "t"}'
+    async with http.post(url(emulator), data=body, headers=headers) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert (answer["ErrorCode"], answer["MessageID"]) == (0, emulator.messages[0].id)
+    assert "To" not in answer
 
 
 async def test_more_than_50_recipients_are_refused_but_commas_in_quoted_names_do_not_count(
@@ -173,7 +206,7 @@ async def test_an_injected_503_has_postmark_s_body_and_is_retriable(
         assert response.status == 503
         assert await response.json() == {"ErrorCode": 100, "Message": "Emulated fault: HTTP 503."}
 
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "Emulated fault: HTTP 503."
@@ -184,7 +217,7 @@ async def test_an_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: PostmarkVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 7.0)
 
 
@@ -199,7 +232,7 @@ async def test_injected_401_and_422_carry_postmark_error_codes(
     outcome: Outcome,
 ) -> None:
     await set_faults(http, emulator.port, {"status": status})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (outcome, status)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     FakeTransport,
@@ -40,14 +41,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://r.test/emails"
@@ -56,7 +57,7 @@ def test_rich_message_becomes_the_exact_request() -> None:
         "Content-Type": "application/json",
         "Accept": "application/json",
         "User-Agent": f"mailmux/{__version__}",
-        "Idempotency-Key": "order-42",
+        "Idempotency-Key": MESSAGE_ID,
     }
     assert orjson.loads(request.body) == {
         "from": "Zoë Ålander <noreply@example.com>",
@@ -90,9 +91,8 @@ def test_rich_message_becomes_the_exact_request() -> None:
     }
 
 
-def test_minimal_message_leaves_out_every_empty_field_and_the_key_header() -> None:
-    request = vendor().build_request(minimal_message())
-    assert "Idempotency-Key" not in request.headers
+def test_minimal_message_leaves_out_every_empty_field() -> None:
+    request = vendor().build_request(minimal_message(), MESSAGE_ID)
     assert orjson.loads(request.body) == {
         "from": "a@example.com",
         "to": ["b@example.com"],
@@ -162,7 +162,8 @@ def test_the_contract_copy_still_cites_its_source() -> None:
         (rich_message(raw_mime=b"MIME-Version: 1.0\r\n\r\n", text=None, html=None), "raw MIME"),
         (rich_message(subject=""), "empty subject"),
         (rich_message(text="", html=None), "no text or HTML body"),
-        (rich_message(to=()), "no To recipient"),
+        (rich_message(to=()), "no To recipient: Resend requires to"),
+        (rich_message(to=(), cc=()), "no To recipient: Resend requires to"),
         (
             rich_message(to=tuple(Address(f"r{i}@example.com") for i in range(51))),
             "51 To recipients; Resend takes at most 50",
@@ -182,15 +183,13 @@ def test_the_contract_copy_still_cites_its_source() -> None:
             ),
             "has no content id",
         ),
-        (rich_message(idempotency_key="k" * 257), "idempotency key"),
-        (rich_message(idempotency_key=""), "idempotency key"),
-        (rich_message(idempotency_key="clé"), "idempotency key"),
     ],
     ids=[
         "raw-mime",
         "subject",
         "body",
-        "no-to",
+        "cc-and-bcc",
+        "bcc-only",
         "too-many-to",
         "from-comma",
         "from-quote",
@@ -202,25 +201,30 @@ def test_the_contract_copy_still_cites_its_source() -> None:
         "metadata-empty",
         "metadata-clash",
         "inline-no-cid",
-        "key-long",
-        "key-empty",
-        "key-non-ascii",
     ],
 )
 async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
     assert transport.calls == []
 
 
-def test_the_longest_idempotency_key_is_sent() -> None:
-    request = vendor().build_request(rich_message(idempotency_key="k" * 256))
-    assert request.headers["Idempotency-Key"] == "k" * 256
+def test_the_idempotency_key_is_the_message_id_whatever_key_the_caller_gave() -> None:
+    resend = vendor()
+    first = resend.build_request(rich_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = resend.build_request(rich_message(idempotency_key="order-42"), MESSAGE_ID)
+    other = resend.build_request(rich_message(idempotency_key="order-42"), "018f3a2b4c5d0000")
+    keyless = resend.build_request(rich_message(idempotency_key=None), MESSAGE_ID)
+
+    assert first.headers["Idempotency-Key"] == retry.headers["Idempotency-Key"] == MESSAGE_ID
+    assert first.body == retry.body  # Resend wants the same body again under one key
+    assert other.headers["Idempotency-Key"] == "018f3a2b4c5d0000"
+    assert keyless.headers["Idempotency-Key"] == MESSAGE_ID
 
 
 # -- send through the pipeline --------------------------------------------------------
@@ -228,12 +232,12 @@ def test_the_longest_idempotency_key_is_sent() -> None:
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(Outcome.ACCEPTED, vendor_message_id=EMAIL_ID, status=200)
     ((request, timeout),) = transport.calls
     assert timeout == 3.5
-    assert request.headers["Idempotency-Key"] == "order-42"
+    assert request.headers["Idempotency-Key"] == MESSAGE_ID
 
 
 def test_an_empty_api_key_is_a_configuration_error() -> None:
@@ -271,7 +275,7 @@ def test_a_2xx_without_an_id_is_ambiguous(body: bytes) -> None:
         (403, "validation_error", "You can only send testing emails to…", Outcome.VENDOR_CONFIG),
         (404, "not_found", "The requested endpoint does not exist.", Outcome.VENDOR_CONFIG),
         (405, "method_not_allowed", "Method is not allowed.", Outcome.VENDOR_CONFIG),
-        (409, "invalid_idempotent_request", "Same key, other payload.", Outcome.PERMANENT),
+        (409, "invalid_idempotent_request", "Same key, other payload.", Outcome.AMBIGUOUS),
         (409, "concurrent_idempotent_requests", "Still in progress.", Outcome.AMBIGUOUS),
         (409, "conflict", "Something else.", Outcome.RETRIABLE),
         (413, "payload_too_large", "Too big.", Outcome.UNSUPPORTED),

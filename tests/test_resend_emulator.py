@@ -22,7 +22,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
-from vendor_kit import PDF, PNG
+from vendor_kit import MESSAGE_ID, PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.emulator import resend as resend_shape
@@ -61,7 +61,7 @@ async def test_a_rich_message_arrives_field_by_field(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = numbered_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -89,25 +89,39 @@ async def test_a_rich_message_arrives_field_by_field(
     assert tags == {"receipt": "true", "eu": "true", **sent.metadata}
 
 
-async def test_mailmux_s_idempotency_key_makes_a_resend_idempotent_at_the_esp(
+async def test_a_retry_of_one_message_is_sent_once_by_resend(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
-    first = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
-    again = await vendor.send(numbered_message(idempotency_key="order-1"), TIMEOUT)
+    """The key is mailmux's message id: a retry after an ambiguous attempt is deduplicated."""
+    first = await vendor.send(numbered_message(1), TIMEOUT, MESSAGE_ID)
+    again = await vendor.send(numbered_message(1), TIMEOUT, MESSAGE_ID)
 
     assert first.outcome is again.outcome is Outcome.ACCEPTED
     assert again.vendor_message_id == first.vendor_message_id
     (stored,) = emulator.messages
     assert stored.id == first.vendor_message_id
-    assert stored.headers["idempotency-key"] == "order-1"
+    assert stored.headers["idempotency-key"] == MESSAGE_ID
 
-    other = await vendor.send(numbered_message(2, idempotency_key="order-1"), TIMEOUT)
-    assert (other.outcome, other.status) == (Outcome.PERMANENT, 409)
-    assert other.reason.startswith("invalid_idempotent_request: ")
-
-    fresh = await vendor.send(numbered_message(2, idempotency_key="order-2"), TIMEOUT)
-    assert fresh.vendor_message_id not in (None, first.vendor_message_id)
+    # Another message, even under the caller's same Idempotency-Key, is another email.
+    other_id = "018f3a2b4c5d6e7f8091a2b3c4d6"
+    other = await vendor.send(numbered_message(2, idempotency_key="k"), TIMEOUT, other_id)
+    assert other.vendor_message_id not in (None, first.vendor_message_id)
     assert len(emulator.messages) == 2
+
+    # One message whose body changed between attempts: the first may have been sent.
+    changed = await vendor.send(numbered_message(3), TIMEOUT, MESSAGE_ID)
+    assert (changed.outcome, changed.status) == (Outcome.AMBIGUOUS, 409)
+    assert changed.reason.startswith("invalid_idempotent_request: ")
+    assert len(emulator.messages) == 2
+
+
+async def test_a_message_without_to_is_unsupported_and_never_reaches_resend(
+    emulator: Emulator, vendor: ResendVendor
+) -> None:
+    result = await vendor.send(numbered_message(to=(), cc=()), TIMEOUT, MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("resend: no To recipient")
+    assert emulator.messages == []
 
 
 async def test_the_same_body_in_another_key_order_is_the_same_request(
@@ -171,6 +185,7 @@ async def test_auth_user_agent_and_key_checks_answer_in_resend_shape(
         ({"from": None}, "missing_required_field", "Missing `from` field."),
         ({"subject": None}, "missing_required_field", "Missing `subject` field."),
         ({"to": []}, "validation_error", "Invalid `to` field."),
+        ({"to": None, "bcc": ["c@example.com"]}, "missing_required_field", "Missing `to`"),
         ({"to": [f"r{i}@example.com" for i in range(51)]}, "validation_error", "at most 50"),
         ({"cc": [1]}, "validation_error", "Invalid `cc` field."),
         ({"text": None}, "validation_error", "Missing `html` or `text` field."),
@@ -272,7 +287,7 @@ async def test_injected_503_is_retriable_in_resend_words(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 503})
-    result = await vendor.send(numbered_message(), TIMEOUT)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "application_error: Emulated fault."
@@ -283,7 +298,7 @@ async def test_injected_429_is_rate_limited_with_retry_after(
     emulator: Emulator, vendor: ResendVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 7})
-    result = await vendor.send(numbered_message(), TIMEOUT)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (
         Outcome.RATE_LIMITED,
@@ -297,6 +312,6 @@ async def test_an_injected_409_is_an_idempotent_request_still_in_flight(
     emulator: Emulator, vendor: ResendVendor
 ) -> None:
     emulator.set_faults(Faults(status=409))
-    result = await vendor.send(numbered_message(idempotency_key="order-9"), TIMEOUT)
+    result = await vendor.send(numbered_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.AMBIGUOUS, 409)
     assert result.reason.startswith("concurrent_idempotent_requests")

@@ -243,7 +243,7 @@ class GatedVendor(Vendor):
         self.wanted = wanted
         self.reached = asyncio.Event()
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         if self.in_flight >= self.wanted:

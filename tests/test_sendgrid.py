@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -42,14 +43,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.sendgrid.com/v3/mail/send"
@@ -105,6 +106,28 @@ def test_minimal_message_leaves_out_every_empty_field() -> None:
         "subject": "Hi",
         "content": [{"type": "text/html", "value": "<b>x"}],
     }
+
+
+def test_a_bcc_only_message_becomes_one_personalization_per_recipient() -> None:
+    bcc = (Address("audit@example.com"), Address("boss@example.com", "Boss, The"))
+    body = body_of(rich_message(to=(), cc=(), bcc=bcc))
+    args = {"order_id": "42", "customer": "c-7"}
+    # Each copy is addressed to its own recipient only: none names another.
+    assert body["personalizations"] == [
+        {"to": [{"email": "audit@example.com"}], "custom_args": args},
+        {"to": [{"email": "boss@example.com", "name": '"Boss, The"'}], "custom_args": args},
+    ]
+    assert validate(REQUEST_SCHEMA, body) == []
+
+
+@pytest.mark.parametrize("bcc", [(), (Address("audit@example.com"),)], ids=["cc", "cc+bcc"])
+async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address, ...]) -> None:
+    transport = FakeTransport(ACCEPTED)
+    message = rich_message(to=(), bcc=bcc)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert result.reason.startswith("sendgrid: cc without a To recipient: ")
+    assert transport.calls == []
 
 
 def test_several_reply_to_addresses_use_reply_to_list() -> None:
@@ -197,7 +220,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -215,7 +238,7 @@ def test_largest_metadata_under_the_limit_is_sent() -> None:
 
 async def test_send_hands_the_request_to_the_transport_and_reads_the_id() -> None:
     transport = FakeTransport(HttpResponse(202, {"x-message-id": "W86EgYT6SQKk0lRflfLRsA"}))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="W86EgYT6SQKk0lRflfLRsA", status=202

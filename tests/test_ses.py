@@ -20,6 +20,7 @@ from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.validate import ParamValidator  # type: ignore[import-untyped]
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     PNG,
@@ -57,7 +58,7 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message, ses: SesVendor | None = None) -> dict[str, Any]:
-    return json_of((ses or vendor()).build_request(message))
+    return json_of((ses or vendor()).build_request(message, MESSAGE_ID))
 
 
 def raw_of(body: dict[str, Any]) -> bytes:
@@ -124,7 +125,7 @@ def test_the_contract_pointer_cites_botocore_and_matches_the_installed_model() -
 
 
 def test_rich_message_becomes_the_exact_signed_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails"
@@ -185,7 +186,7 @@ def test_rich_message_becomes_the_exact_signed_request() -> None:
 def test_the_signature_is_botocores_own_at_the_clocks_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
     # botocore's plain signer, its clock pinned to the same instant, signs the same bytes.
     pinned = datetime.datetime(2027, 1, 15, 8, 0, 0)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: pinned)
@@ -201,16 +202,16 @@ def test_the_signature_is_botocores_own_at_the_clocks_time(
 
 def test_each_request_is_signed_at_its_own_time() -> None:
     ses = vendor()
-    first = ses.build_request(rich_message())
+    first = ses.build_request(rich_message(), MESSAGE_ID)
     ses.clock = lambda: NOW + 86_400 + 61
-    second = ses.build_request(rich_message())
+    second = ses.build_request(rich_message(), MESSAGE_ID)
     assert second.headers["X-Amz-Date"] == "20270116T080101Z"
     assert "/20270116/eu-west-1/ses/aws4_request" in second.headers["Authorization"]
     assert second.headers["Authorization"] != first.headers["Authorization"]
 
 
 def test_base_url_replaces_the_regional_endpoint() -> None:
-    request = vendor(base_url="http://127.0.0.1:4566/").build_request(rich_message())
+    request = vendor(base_url="http://127.0.0.1:4566/").build_request(rich_message(), MESSAGE_ID)
     assert request.url == "http://127.0.0.1:4566/v2/email/outbound-emails"
     assert "/eu-west-1/ses/aws4_request" in request.headers["Authorization"]
 
@@ -302,6 +303,37 @@ def test_a_message_simple_cannot_hold_is_rendered_to_raw_mime() -> None:
     )
     assert parsed.headers == {"X-Note": "naïve café"}
     assert parsed.attachments == message.attachments
+    assert_valid(body)
+
+
+@pytest.mark.parametrize(
+    ("cc", "bcc", "destination"),
+    [
+        ((), (Address("audit@example.com"),), {"BccAddresses": ["audit@example.com"]}),
+        ((Address("chen@example.com"),), (), {"CcAddresses": ["chen@example.com"]}),
+        (
+            (Address("chen@example.com"),),
+            (Address("audit@example.com"),),
+            {"CcAddresses": ["chen@example.com"], "BccAddresses": ["audit@example.com"]},
+        ),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+@pytest.mark.parametrize("form", ["Simple", "Raw"])
+def test_a_message_without_to_has_a_destination_without_to(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...], destination: dict[str, Any], form: str
+) -> None:
+    """SES takes any one of ToAddresses, CcAddresses and BccAddresses alone."""
+    headers = {"X-Note": "naïve"} if form == "Raw" else {"X-Campaign": "spring"}
+    body = body_of(rich_message(to=(), cc=cc, bcc=bcc, headers=headers))
+    assert list(body["Content"]) == [form]
+    assert body["Destination"] == destination
+    if form == "Raw":
+        raw = raw_of(body)
+        mime = message_from_bytes(raw, policy=policy.default)
+        assert mime["Bcc"] is None
+        assert (mime["To"] is None) if cc else (str(mime["To"]) == "undisclosed-recipients:;")
+        assert b"audit@" not in raw
     assert_valid(body)
 
 
@@ -420,7 +452,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -434,7 +466,7 @@ def test_fifty_recipients_and_extensionless_names_are_fine() -> None:
 
 
 def test_the_idempotency_key_has_no_ses_counterpart_and_is_not_sent() -> None:
-    request = vendor().build_request(rich_message(idempotency_key="order-42"))
+    request = vendor().build_request(rich_message(idempotency_key="order-42"), MESSAGE_ID)
     assert b"order-42" not in request.body
     assert "order-42" not in str(request.headers)
 
@@ -445,7 +477,7 @@ def test_the_idempotency_key_has_no_ses_counterpart_and_is_not_sent() -> None:
 async def test_send_hands_the_request_to_the_transport_and_reads_the_message_id() -> None:
     answer = b'{"MessageId": "0100018f-8b6e-4a4b-9f1c-000000"}'
     transport = FakeTransport(HttpResponse(200, {"x-amzn-requestid": "r-1"}, answer))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(
         Outcome.ACCEPTED, vendor_message_id="0100018f-8b6e-4a4b-9f1c-000000", status=200
@@ -465,7 +497,7 @@ def test_credentials_come_from_the_environment_when_not_configured(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
     ses = vendor(access_key_id=None, secret_access_key=None)
-    headers = ses.build_request(rich_message()).headers
+    headers = ses.build_request(rich_message(), MESSAGE_ID).headers
     assert headers["X-Amz-Security-Token"] == "session-token"
     assert "Credential=AKIAENVIRONMENT/20270115/eu-west-1/ses/" in headers["Authorization"]
     assert (
@@ -479,7 +511,7 @@ def test_configured_keys_win_over_the_environment(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
-    headers = vendor().build_request(rich_message()).headers
+    headers = vendor().build_request(rich_message(), MESSAGE_ID).headers
     assert f"Credential={KEY_ID}/" in headers["Authorization"]
     assert "X-Amz-Security-Token" not in headers
 
@@ -543,13 +575,15 @@ async def test_refreshable_credentials_are_refreshed_before_they_expire(
     ses = SesVendor("aws", transport, region="eu-west-1")
     assert (process_credentials / "count").read_text() == "1"
 
-    result = await ses.send(rich_message(), timeout=1.0)
+    result = await ses.send(rich_message(), timeout=1.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.ACCEPTED
     ((request, _),) = transport.calls
     assert "Credential=AKIAPROCESS2/" in request.headers["Authorization"]
     assert request.headers["X-Amz-Security-Token"] == "t2"
-    await ses.send(rich_message(), timeout=1.0)  # fresh for an hour: no third call
+    await ses.send(
+        rich_message(), timeout=1.0, message_id=MESSAGE_ID
+    )  # fresh for an hour: no third call
     assert (process_credentials / "count").read_text() == "2"
 
 
@@ -560,7 +594,7 @@ async def test_credentials_that_cannot_be_refreshed_are_vendor_config(
     ses = SesVendor("aws", transport, region="eu-west-1")
     (process_credentials / "fail").touch()
 
-    result = await ses.send(rich_message(), timeout=1.0)
+    result = await ses.send(rich_message(), timeout=1.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.VENDOR_CONFIG
     assert result.reason.startswith("AWS credentials could not be refreshed")

@@ -22,7 +22,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
-from vendor_kit import PDF, PNG, no_aws_environment
+from vendor_kit import MESSAGE_ID, PDF, PNG, no_aws_environment
 
 from mailmux.emulator import Emulator
 from mailmux.message import Address, Attachment, Message
@@ -103,7 +103,7 @@ async def test_simple_round_trip_reads_back_field_by_field(
     emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (record,) = await read_back(http, emulator.port)
@@ -140,6 +140,24 @@ async def test_simple_round_trip_reads_back_field_by_field(
     assert record["headers"]["content-type"] == "application/json"
 
 
+async def test_a_bcc_only_message_arrives_with_bcc_only_in_the_destination(
+    emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
+    (record,) = await read_back(http, emulator.port)
+    body = record["body"]
+    assert body["Destination"] == {
+        "BccAddresses": ["audit@example.com", "Boss <boss@example.com>"]
+    }  # SES writes no Bcc header: BccAddresses are the envelope only
+    shown = orjson.dumps({k: v for k, v in body.items() if k != "Destination"})
+    assert b"audit@" not in shown and b"boss@" not in shown
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -158,7 +176,7 @@ async def test_raw_round_trip_reads_back_the_same_message(
     emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession, changes: dict[str, Any]
 ) -> None:
     sent = message(**changes)
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert result.outcome is Outcome.ACCEPTED
     (record,) = await read_back(http, emulator.port)
@@ -384,7 +402,7 @@ async def test_injected_503_is_retriable_with_an_ses_body(
     }
     assert response.headers["x-amzn-errortype"] == "ServiceUnavailable"
 
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == "ServiceUnavailable: Service Unavailable (emulated fault)"
     assert emulator.messages == []
@@ -394,7 +412,7 @@ async def test_injected_429_is_rate_limited_with_its_retry_after(
     emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 429, "retry_after": 3})
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RATE_LIMITED, 429, 3.0)
     assert result.reason.startswith("rate limited: TooManyRequestsException")
@@ -405,6 +423,6 @@ async def test_an_injected_status_ses_never_sends_is_retriable(
     emulator: Emulator, vendor: SesVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 409})
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 409)
     assert result.reason == "unexpected answer: ConflictException: Conflict (emulated fault)"

@@ -25,6 +25,7 @@ import aiohttp
 import boto3  # type: ignore[import-untyped]
 import orjson
 import pytest
+from vendor_kit import MESSAGE_ID
 
 from mailmux.message import Address, Attachment, Message
 from mailmux.mime import parse_mime
@@ -176,7 +177,7 @@ async def test_simple_content_reaches_moto(
     await verify_identity(moto, "example.com")
     sent = [message(), message(subject="Plain only", html=None, attachments=())]
 
-    results = [await vendor.send(m, TIMEOUT) for m in sent]
+    results = [await vendor.send(m, TIMEOUT, MESSAGE_ID) for m in sent]
 
     assert [(r.outcome, r.status) for r in results] == [(Outcome.ACCEPTED, 200)] * 2
     kept = (await sent_by_moto(http, moto))["Message"]
@@ -189,6 +190,28 @@ async def test_simple_content_reaches_moto(
         assert [mailbox(a) for a in destinations["BccAddresses"]] == list(original.bcc)
         assert stored["subject"] == original.subject
         assert stored["body"] == (original.html or original.text)  # moto keeps one body
+
+
+@pytest.mark.parametrize("headers", [{"X-Order": "7"}, {"X-Note": "naïve"}], ids=["simple", "raw"])
+async def test_a_bcc_only_message_reaches_moto(
+    moto: MotoServer, vendor: SesVendor, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    await verify_identity(moto, "example.com")
+    hidden = (Address("audit@example.net"), Address("boss@example.net"))
+
+    result = await vendor.send(
+        message(to=(), cc=(), bcc=hidden, headers=headers), TIMEOUT, MESSAGE_ID
+    )
+
+    assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
+    kept = await sent_by_moto(http, moto)
+    if "X-Note" in headers:
+        (stored,) = kept["RawMessage"]
+        assert stored["destinations"] == [a.email for a in hidden]  # none from the headers
+        assert "audit@" not in stored["raw_data"] and "boss@" not in stored["raw_data"]
+    else:
+        (stored,) = kept["Message"]
+        assert stored["destinations"] == {"BccAddresses": [a.email for a in hidden]}
 
 
 @pytest.mark.parametrize(
@@ -214,7 +237,7 @@ async def test_raw_content_reaches_moto(
     await verify_identity(moto, "example.com")
     sent = message(**changes)
 
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = (await sent_by_moto(http, moto))["RawMessage"]
@@ -250,8 +273,8 @@ async def test_an_unverified_sender_is_vendor_config(
 ) -> None:
     await verify_identity(moto, "example.org")  # not the sender's domain
 
-    simple = await vendor.send(message(), TIMEOUT)
-    raw = await vendor.send(message(headers={"X-Note": "naïve"}), TIMEOUT)
+    simple = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
+    raw = await vendor.send(message(headers={"X-Note": "naïve"}), TIMEOUT, MESSAGE_ID)
 
     for result in (simple, raw):
         assert (result.outcome, result.status) == (Outcome.VENDOR_CONFIG, 400)

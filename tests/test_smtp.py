@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import ipaddress
 import shutil
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Faults, SmtpEmulator
 from mailmux.message import Address, Attachment, Message
@@ -206,7 +206,7 @@ def received(emulator: SmtpEmulator) -> list[dict[str, Any]]:
 
 def test_envelope_carries_every_recipient_once_and_bcc_only_in_the_envelope() -> None:
     message = rich_message(cc=(Address("chen@example.com"), Address("ana@example.org")))
-    envelope = build_envelope(message, now=NOW)
+    envelope = build_envelope(message, MESSAGE_ID, now=NOW)
 
     assert envelope.sender == "noreply@example.com"
     assert envelope.recipients == (
@@ -218,45 +218,42 @@ def test_envelope_carries_every_recipient_once_and_bcc_only_in_the_envelope() ->
     assert b"audit@example.com" not in envelope.content
     assert envelope.content.endswith(b"\r\n")
     assert b"\n" not in envelope.content.replace(b"\r\n", b"")
-    assert envelope.message_id == stable_message_id(message)
+    assert envelope.message_id == stable_message_id(message, MESSAGE_ID)
     assert f"Message-ID: <{envelope.message_id}>".encode() in envelope.content
     assert (envelope.smtputf8, envelope.eight_bit) == (False, True)  # UTF-8 text goes 8bit
 
 
 def test_envelope_content_parses_back_to_the_message() -> None:
     message = rich_message()
-    envelope = build_envelope(message, now=NOW)
+    envelope = build_envelope(message, MESSAGE_ID, now=NOW)
     parsed = parse_mime(
         envelope.content, envelope_from=envelope.sender, envelope_to=envelope.recipients
     )
     assert parsed == dataclasses.replace(message, idempotency_key=None, raw_mime=envelope.content)
 
 
-def test_message_id_is_stable_per_idempotency_key_and_random_without() -> None:
-    keyed = rich_message(idempotency_key="order-42")
-    digest = hashlib.sha256(b"order-42").hexdigest()[:32]
-    assert stable_message_id(keyed) == f"{digest}.mailmux@example.com"
-    assert build_envelope(keyed).message_id == build_envelope(keyed).message_id
+def test_the_message_id_header_derives_from_the_message_id_whatever_key_the_caller_gave() -> None:
+    first = build_envelope(rich_message(idempotency_key="order-42"), MESSAGE_ID)
+    retry = build_envelope(rich_message(idempotency_key=None), MESSAGE_ID)
+    other = build_envelope(rich_message(idempotency_key="order-42"), "018f3a2b4c5d")
 
-    unkeyed = rich_message(idempotency_key=None)
-    first, second = stable_message_id(unkeyed), stable_message_id(unkeyed)
-    assert first != second
-    assert first.endswith("@example.com")
+    assert first.message_id == retry.message_id == f"{MESSAGE_ID}.mailmux@example.com"
+    assert other.message_id == "018f3a2b4c5d.mailmux@example.com"
 
 
 def test_idn_domains_go_out_in_punycode_and_a_utf8_local_part_needs_smtputf8() -> None:
-    idn = build_envelope(plain_message("ana@bücher.de"))
+    idn = build_envelope(plain_message("ana@bücher.de"), MESSAGE_ID)
     assert idn.recipients == ("ana@xn--bcher-kva.de",)
     assert (idn.smtputf8, idn.eight_bit) == (False, False)
 
-    utf8 = build_envelope(plain_message("josé@example.org"))
+    utf8 = build_envelope(plain_message("josé@example.org"), MESSAGE_ID)
     assert utf8.recipients == ("josé@example.org",)
     assert (utf8.smtputf8, utf8.eight_bit) == (True, True)
 
 
 def test_raw_mime_goes_out_as_it_came_with_crlf_line_ends() -> None:
     raw = b"From: a@example.com\nTo: b@example.org\nMessage-ID: <raw-1@example.com>\n\nhi\n"
-    envelope = build_envelope(dataclasses.replace(plain_message(), raw_mime=raw))
+    envelope = build_envelope(dataclasses.replace(plain_message(), raw_mime=raw), MESSAGE_ID)
     assert envelope.content == raw.replace(b"\n", b"\r\n")
     assert envelope.message_id == "raw-1@example.com"
 
@@ -272,10 +269,10 @@ async def test_what_smtp_cannot_carry_is_unsupported_before_connecting(
     changes: dict[str, Any], reason: str
 ) -> None:
     with pytest.raises(UnsupportedFeature, match=reason):
-        build_envelope(rich_message(**changes))
+        build_envelope(rich_message(**changes), MESSAGE_ID)
     # Nothing listens on that port: a connection attempt would be retriable.
     async with vendor_for(closed_port()) as smtp:
-        result = await smtp.send(rich_message(**changes), TIMEOUT)
+        result = await smtp.send(rich_message(**changes), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.UNSUPPORTED
     assert result.reason.startswith(f"{reason}:")
 
@@ -390,7 +387,7 @@ async def test_round_trip_over_starttls_with_auth_plain(
             tls_context=client_tls,
         ) as smtp,
     ):
-        result = await smtp.send(sent, TIMEOUT)
+        result = await smtp.send(sent, TIMEOUT, MESSAGE_ID)
         assert (result.outcome, result.status, result.reason) == (Outcome.ACCEPTED, 250, "")
 
         async with (
@@ -414,7 +411,7 @@ async def test_round_trip_over_starttls_with_auth_plain(
     assert f"SIZE={len(raw)}" in body["mail_options"]
     assert "BODY=8BITMIME" in body["mail_options"]
     assert body["subject"] == sent.subject
-    assert ["Message-ID", f"<{stable_message_id(sent)}>"] in body["headers"]
+    assert ["Message-ID", f"<{stable_message_id(sent, MESSAGE_ID)}>"] in body["headers"]
     # Bcc reached the envelope only: not a header, not an address anywhere in the MIME.
     assert "audit@example.com" not in raw.decode()
     assert parse_mime(raw).bcc == ()
@@ -447,7 +444,7 @@ async def test_auth_with_each_mechanism_over_implicit_tls(
             tls_context=client_tls,
         ) as smtp,
     ):
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
         assert result.outcome is Outcome.ACCEPTED
         (stored,) = emulator.messages
         assert stored.id == result.vendor_message_id
@@ -467,7 +464,7 @@ async def test_wrong_password_is_vendor_config(
             tls_context=client_tls,
         ) as smtp,
     ):
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
         assert (result.outcome, result.status) == (Outcome.VENDOR_CONFIG, 535)
         assert result.reason == "AUTH: 535 5.7.8 Authentication credentials invalid"
         assert emulator.messages == []
@@ -477,7 +474,7 @@ async def test_starttls_required_but_not_offered_is_vendor_config_and_nothing_is
     emulator: SmtpEmulator,
 ) -> None:
     async with vendor_for(emulator.port, tls="starttls") as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.VENDOR_CONFIG
     assert "STARTTLS: the relay does not offer it" in result.reason
     assert emulator.messages == []
@@ -491,7 +488,7 @@ async def test_an_untrusted_certificate_is_vendor_config(
         relay(tls_context=server_tls, implicit_tls=implicit) as emulator,
         vendor_for(emulator.port, tls=tls) as smtp,  # the system's trust store
     ):
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
         assert result.outcome is Outcome.VENDOR_CONFIG
         assert result.reason.startswith("TLS: the relay's certificate does not verify")
         assert emulator.messages == []
@@ -499,14 +496,14 @@ async def test_an_untrusted_certificate_is_vendor_config(
 
 async def test_auth_configured_but_not_offered_is_vendor_config(emulator: SmtpEmulator) -> None:
     async with vendor_for(emulator.port, username=AUTH[0], password=AUTH[1]) as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.VENDOR_CONFIG
     assert result.reason.startswith("AUTH: the relay does not offer it")
 
 
 async def test_a_relay_that_wants_auth_refuses_mail_from_as_vendor_config() -> None:
     async with relay(auth=AUTH) as emulator, vendor_for(emulator.port) as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.VENDOR_CONFIG, 530)
     assert result.reason == "MAIL FROM: 530 5.7.0 Authentication required"
 
@@ -518,13 +515,13 @@ async def test_a_relay_that_requires_starttls_refuses_a_clear_session(
         relay(tls_context=server_tls, require_starttls=True) as emulator,
         vendor_for(emulator.port, tls="none") as smtp,
     ):
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.VENDOR_CONFIG, 530)
 
 
 async def test_smtputf8_addresses_round_trip(emulator: SmtpEmulator, vendor: SmtpVendor) -> None:
     message = dataclasses.replace(plain_message("josé@example.org"), text="¡Hola!\n")
-    result = await vendor.send(message, TIMEOUT)
+    result = await vendor.send(message, TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.ACCEPTED
     (body,) = received(emulator)
     assert body["rcpt_to"] == ["josé@example.org"]
@@ -550,7 +547,7 @@ async def test_injected_replies_are_classified(
     emulator: SmtpEmulator, vendor: SmtpVendor, status: int, outcome: Outcome, code: int
 ) -> None:
     emulator.set_faults(Faults(status=status))
-    result = await vendor.send(plain_message(), TIMEOUT)
+    result = await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (outcome, code)
     assert result.reason.startswith(f"DATA: {code} ")
     assert emulator.messages == []
@@ -558,14 +555,14 @@ async def test_injected_replies_are_classified(
 
 async def test_hang_after_data_is_ambiguous(emulator: SmtpEmulator, vendor: SmtpVendor) -> None:
     emulator.set_faults(Faults(hang=True))
-    result = await vendor.send(plain_message(), 0.5)
+    result = await vendor.send(plain_message(), 0.5, MESSAGE_ID)
     assert result.outcome is Outcome.AMBIGUOUS
     assert result.reason == "no reply within 0.5s (DATA)"
 
 
 async def test_reset_after_data_is_ambiguous(emulator: SmtpEmulator, vendor: SmtpVendor) -> None:
     emulator.set_faults(Faults(reset=True))
-    result = await vendor.send(plain_message(), TIMEOUT)
+    result = await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.AMBIGUOUS
     assert result.reason.startswith("connection lost (DATA)")
     assert emulator.messages == []
@@ -574,20 +571,22 @@ async def test_reset_after_data_is_ambiguous(emulator: SmtpEmulator, vendor: Smt
 async def test_down_is_retriable_and_the_next_attempt_reconnects(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
-    assert (await vendor.send(plain_message(), TIMEOUT)).outcome is Outcome.ACCEPTED  # pooled
+    assert (
+        await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)
+    ).outcome is Outcome.ACCEPTED  # pooled
     emulator.set_down(True)
-    refused = await vendor.send(plain_message(), TIMEOUT)
+    refused = await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert refused.outcome is Outcome.RETRIABLE
     assert refused.reason.startswith("connect failed")
 
     emulator.set_down(False)
-    assert (await vendor.send(plain_message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
     assert emulator.sessions == 2
 
 
 async def test_nothing_listening_is_retriable() -> None:
     async with vendor_for(closed_port()) as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.RETRIABLE
     assert result.reason.startswith("connect failed")
 
@@ -599,7 +598,7 @@ async def test_some_recipients_refused_is_accepted_with_the_refused_named(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
     message = plain_message("ana@example.org", "reject-bo@example.org", "chen@example.org")
-    result = await vendor.send(message, TIMEOUT)
+    result = await vendor.send(message, TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 250)
     assert result.reason == (
         "RCPT TO: refused reject-bo@example.org (550 5.1.1 <reject-bo@example.org>: "
@@ -625,7 +624,7 @@ async def test_refused_or_deferred_recipients_stop_the_message(
     outcome: Outcome,
     status: int,
 ) -> None:
-    result = await vendor.send(plain_message(*recipients), TIMEOUT)
+    result = await vendor.send(plain_message(*recipients), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.status) == (outcome, status)
     assert emulator.messages == []
 
@@ -634,8 +633,8 @@ async def test_refused_or_deferred_recipients_stop_the_message(
 
 
 async def test_two_messages_share_one_session(emulator: SmtpEmulator, vendor: SmtpVendor) -> None:
-    first = await vendor.send(plain_message(), TIMEOUT)
-    second = await vendor.send(rich_message(), TIMEOUT)
+    first = await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)
+    second = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
     assert (first.outcome, second.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
     assert emulator.sessions == 1
     assert [m.headers["session"] for m in emulator.messages] == ["1", "1"]
@@ -644,15 +643,17 @@ async def test_two_messages_share_one_session(emulator: SmtpEmulator, vendor: Sm
 async def test_a_failed_transaction_does_not_leave_its_session_in_the_pool(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
-    refused = await vendor.send(plain_message("reject-a@example.org"), TIMEOUT)
+    refused = await vendor.send(plain_message("reject-a@example.org"), TIMEOUT, MESSAGE_ID)
     assert refused.outcome is Outcome.PERMANENT
-    assert (await vendor.send(plain_message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(plain_message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
     assert emulator.sessions == 2
 
 
 async def test_a_pool_of_one_serves_concurrent_sends_in_turn(emulator: SmtpEmulator) -> None:
     async with vendor_for(emulator.port, pool_size=1) as smtp:
-        results = await asyncio.gather(*(smtp.send(plain_message(), TIMEOUT) for _ in range(3)))
+        results = await asyncio.gather(
+            *(smtp.send(plain_message(), TIMEOUT, MESSAGE_ID) for _ in range(3))
+        )
     assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 3
     assert emulator.sessions == 1
 
@@ -662,8 +663,10 @@ async def test_waiting_for_a_busy_pool_past_the_deadline_is_retriable(
 ) -> None:
     emulator.set_faults(Faults(hang=True))
     async with vendor_for(emulator.port, pool_size=1) as smtp:
-        holder = asyncio.create_task(smtp.send(plain_message(), TIMEOUT))  # takes the slot
-        waiter = asyncio.create_task(smtp.send(plain_message(), 0.2))
+        holder = asyncio.create_task(
+            smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
+        )  # takes the slot
+        waiter = asyncio.create_task(smtp.send(plain_message(), 0.2, MESSAGE_ID))
         waited = await waiter
         emulator.set_faults(Faults())
         held = await holder
@@ -674,9 +677,9 @@ async def test_waiting_for_a_busy_pool_past_the_deadline_is_retriable(
 
 async def test_close_quits_pooled_sessions(emulator: SmtpEmulator) -> None:
     async with vendor_for(emulator.port) as smtp:
-        assert (await smtp.send(plain_message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+        assert (await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
         await smtp.close()
-        assert (await smtp.send(plain_message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+        assert (await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
     assert emulator.sessions == 2
 
 
@@ -772,8 +775,8 @@ async def test_a_pooled_session_the_relay_closed_is_replaced_without_failing_the
         ["8BITMIME"], [["250 OK", "421 4.4.2 Idle timeout, closing"], ["250 OK"]]
     )
     async with scripted(script) as port, vendor_for(port) as smtp:
-        first = await smtp.send(plain_message(), TIMEOUT)
-        second = await smtp.send(plain_message(), TIMEOUT)
+        first = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
+        second = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert (first.outcome, second.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
     assert script.connections == 2
     assert len(script.messages) == 2
@@ -783,9 +786,9 @@ async def test_without_a_queue_id_the_vendor_id_is_the_message_id() -> None:
     script = ScriptedRelay(["8BITMIME"], [])
     message = rich_message()
     async with scripted(script) as port, vendor_for(port) as smtp:
-        result = await smtp.send(message, TIMEOUT)
+        result = await smtp.send(message, TIMEOUT, MESSAGE_ID)
     assert result == AttemptResult(
-        Outcome.ACCEPTED, vendor_message_id=stable_message_id(message), status=250
+        Outcome.ACCEPTED, vendor_message_id=stable_message_id(message, MESSAGE_ID), status=250
     )
 
 
@@ -802,7 +805,7 @@ async def test_what_the_relay_cannot_take_is_unsupported_before_mail_from(
 ) -> None:
     script = ScriptedRelay(extensions, [])
     async with scripted(script) as port, vendor_for(port) as smtp:
-        result = await smtp.send(message, TIMEOUT)
+        result = await smtp.send(message, TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
     assert not any(c.upper().startswith("MAIL") for c in script.commands)
@@ -820,7 +823,7 @@ async def test_a_relay_that_refuses_the_session_at_the_greeting(
 ) -> None:
     script = ScriptedRelay([], [], greeting=greeting)
     async with scripted(script) as port, vendor_for(port) as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     code, _, text = greeting.partition(" ")
     assert (result.outcome, result.status) == (outcome, int(code))
     assert result.reason == f"connect: {code} {text}"
@@ -831,5 +834,5 @@ async def test_a_relay_that_never_greets_is_a_connect_timeout() -> None:
         await reader.read()  # until the client gives up
 
     async with serving(silent) as port, vendor_for(port, connect_timeout=0.1) as smtp:
-        result = await smtp.send(plain_message(), TIMEOUT)
+        result = await smtp.send(plain_message(), TIMEOUT, MESSAGE_ID)
     assert (result.outcome, result.reason) == (Outcome.RETRIABLE, "connect timed out")

@@ -18,6 +18,7 @@ import aiohttp
 import aiosmtplib
 import orjson
 import pytest
+from vendor_kit import MESSAGE_ID
 
 from mailmux.cli import CliError, cmd_emulate
 from mailmux.emulator import Faults, SmtpEmulator
@@ -124,6 +125,24 @@ async def test_an_accepted_message_is_listed_like_the_http_emulators(
     assert (kept.id, kept.body) == (stored["id"], stored["body"])
 
 
+async def test_a_bcc_only_message_reaches_every_recipient_and_names_none(
+    emulator: SmtpEmulator, vendor: SmtpVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = Message(
+        sender=Address("noreply@example.com"), to=(), bcc=hidden, subject="Hi", text="x\n"
+    )
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = emulator.messages
+    assert stored.body["rcpt_to"] == ["audit@example.com", "boss@example.com"]
+    assert ["To", "undisclosed-recipients:;"] in stored.body["headers"]
+    raw = base64.b64decode(stored.body["raw_mime"])
+    assert b"audit@" not in raw and b"boss@" not in raw and b"Boss" not in raw
+
+
 async def test_a_header_that_does_not_parse_is_listed_raw(emulator: SmtpEmulator) -> None:
     raw = b"From: noreply@example.com\r\nTo: bob@\r\nSubject: odd\r\n\r\nhi\r\n"
     async with client(emulator.port) as smtp:
@@ -139,7 +158,7 @@ async def test_a_header_that_does_not_parse_is_listed_raw(emulator: SmtpEmulator
 async def test_delete_clears_the_store_and_the_totals_keep_counting(
     emulator: SmtpEmulator, vendor: SmtpVendor, http: aiohttp.ClientSession
 ) -> None:
-    ids = [(await vendor.send(message(), TIMEOUT)).vendor_message_id for _ in range(3)]
+    ids = [(await vendor.send(message(), TIMEOUT, MESSAGE_ID)).vendor_message_id for _ in range(3)]
     assert [m.id for m in emulator.messages] == ids
     assert len(set(ids)) == 3
 
@@ -153,7 +172,9 @@ async def test_the_store_is_bounded_and_keeps_the_newest() -> None:
     await server.start()
     smtp = SmtpVendor("relay", host="127.0.0.1", port=server.port, tls="none")
     try:
-        ids = [(await smtp.send(message(), TIMEOUT)).vendor_message_id for _ in range(4)]
+        ids = [
+            (await smtp.send(message(), TIMEOUT, MESSAGE_ID)).vendor_message_id for _ in range(4)
+        ]
         assert [m.id for m in server.messages] == ids[2:]
         assert server.accepted_total == 4
     finally:
@@ -283,7 +304,7 @@ async def test_bad_faults_are_refused_with_the_reason(
 async def test_latency_delays_the_reply_to_data(emulator: SmtpEmulator, vendor: SmtpVendor) -> None:
     emulator.set_faults(Faults(latency_ms=100))
     started = time.monotonic()
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert time.monotonic() - started >= 0.100
     assert result.outcome is Outcome.ACCEPTED
 
@@ -302,7 +323,7 @@ async def test_a_hung_reply_comes_once_the_faults_expire(
 ) -> None:
     emulator.set_faults(Faults(hang=True, for_ms=100))
     started = time.monotonic()
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert time.monotonic() - started >= 0.100
     assert result.outcome is Outcome.ACCEPTED
     assert emulator.faults == Faults()
@@ -312,7 +333,7 @@ async def test_rate_hits_a_seeded_fraction_of_messages(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
     emulator.set_faults(Faults(status=503, rate=0.5))
-    outcomes = [(await vendor.send(message(), TIMEOUT)).outcome for _ in range(20)]
+    outcomes = [(await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome for _ in range(20)]
     refused = outcomes.count(Outcome.RETRIABLE)
     assert 0 < refused < 20
     assert outcomes.count(Outcome.ACCEPTED) == emulator.accepted_total == 20 - refused
@@ -329,10 +350,10 @@ async def test_down_over_the_control_port_then_listening_again_on_the_same_port(
         ] == 200
         with pytest.raises(aiosmtplib.SMTPServerDisconnected):
             await smtp.noop()  # the open session was dropped too
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.RETRIABLE
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.RETRIABLE
 
     assert (await control(http, emulator, "POST", "/_emulator/faults", {}))[0] == 200
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
     assert emulator.port == port
 
 
@@ -340,9 +361,9 @@ async def test_down_for_a_while_comes_back_by_itself(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
     emulator.set_faults(Faults(down=True, for_ms=100))
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.RETRIABLE
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.RETRIABLE
     assert await emulator.faults_changed() == Faults()
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.ACCEPTED
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.ACCEPTED
 
 
 async def test_stop_ends_a_hung_session_at_once() -> None:
@@ -384,7 +405,7 @@ async def test_run_emulator_serves_smtp_until_terminated(http: aiohttp.ClientSes
         )
         assert match, line
         smtp = SmtpVendor("relay", host="127.0.0.1", port=int(match[1]), tls="none")
-        result = await smtp.send(message(), TIMEOUT)
+        result = await smtp.send(message(), TIMEOUT, MESSAGE_ID)
         await smtp.close()
         assert result.outcome is Outcome.ACCEPTED
         url = f"http://127.0.0.1:{match[2]}/_emulator/messages"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import email.utils
+from email import policy
+from email.parser import BytesParser
 from functools import partial
 from typing import Any
 
 import orjson
 import pytest
 from vendor_kit import (
+    MESSAGE_ID,
     NOW,
     PDF,
     FakeTransport,
@@ -49,14 +52,14 @@ vendor = vendor_factory(
 
 
 def body_of(message: Message) -> dict[str, Any]:
-    return json_of(vendor().build_request(message))
+    return json_of(vendor().build_request(message, MESSAGE_ID))
 
 
 # -- Message → request ------------------------------------------------------------
 
 
 def test_rich_message_becomes_the_exact_request() -> None:
-    request = vendor().build_request(rich_message())
+    request = vendor().build_request(rich_message(), MESSAGE_ID)
 
     assert request.method == "POST"
     assert request.url == "https://api.eu.sparkpost.com/api/v1/transmissions"
@@ -204,7 +207,7 @@ def test_the_contract_copy_still_cites_its_source() -> None:
     [
         (rich_message(subject=""), "empty subject"),
         (rich_message(text=None, html=""), "no text or HTML body"),
-        (rich_message(to=()), "no To recipient"),
+        (rich_message(to=(), subject="Hi {{name}}"), "'{{' in the subject"),
         (rich_message(raw_mime=b"Subject: caf\xe9\r\n\r\nx"), "raw MIME that is not UTF-8"),
         (rich_message(raw_mime=b"Subject: {{x}}\r\n\r\nx"), "header of the raw MIME"),
         (rich_message(subject="Hi {{name}}"), "'{{' in the subject"),
@@ -239,7 +242,7 @@ def test_the_contract_copy_still_cites_its_source() -> None:
     ids=[
         "subject",
         "body",
-        "no-to",
+        "no-to-braces",
         "raw-not-utf8",
         "raw-template",
         "subject-template",
@@ -257,7 +260,7 @@ async def test_unsupported_features_end_as_unsupported_without_a_request(
     message: Message, reason: str
 ) -> None:
     transport = FakeTransport(ACCEPTED)
-    result = await vendor(transport).send(message, timeout=5.0)
+    result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
 
     assert result.outcome is Outcome.UNSUPPORTED
     assert reason in result.reason
@@ -268,6 +271,37 @@ def test_largest_metadata_under_the_limit_is_sent() -> None:
     metadata = {"blob": "x" * 10_229}  # 10,240 bytes once encoded
     assert len(orjson.dumps(metadata)) == 10_240
     assert body_of(rich_message(metadata=metadata))["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    ("cc", "bcc"),
+    [
+        ((), (Address("audit@example.com"), Address("boss@example.com", "Boss"))),
+        ((Address("chen@example.com", "陈伟"),), ()),
+        ((Address("chen@example.com", "陈伟"),), (Address("audit@example.com"),)),
+    ],
+    ids=["bcc", "cc", "cc+bcc"],
+)
+def test_a_message_without_to_goes_as_rendered_mime_with_bcc_only_among_recipients(
+    cc: tuple[Address, ...], bcc: tuple[Address, ...]
+) -> None:
+    body = body_of(rich_message(to=(), cc=cc, bcc=bcc))
+
+    everyone = (*cc, *bcc)
+    assert [r["address"]["email"] for r in body["recipients"]] == [a.email for a in everyone]
+    assert all("header_to" not in r["address"] for r in body["recipients"])
+    assert all(r["tags"] == ["receipt", "spring"] for r in body["recipients"])
+    assert body["metadata"] == {"order_id": "42", "customer": "c-7"}
+    (rfc822,) = body["content"].values()
+    mime = BytesParser(policy=policy.default).parsebytes(rfc822.encode())
+    assert mime["Bcc"] is None
+    if cc:
+        assert (mime["To"], [a.addr_spec for a in mime["Cc"].addresses]) == (None, [cc[0].email])
+    else:
+        assert (str(mime["To"]), mime["Cc"]) == ("undisclosed-recipients:;", None)
+    assert not any(a.email in rfc822 for a in bcc)
+    assert mime["Date"].datetime.timestamp() == NOW
+    assert validate(REQUEST_SCHEMA, body) == []
 
 
 def test_raw_mime_needs_no_subject_body_or_to() -> None:
@@ -282,7 +316,7 @@ def test_raw_mime_needs_no_subject_body_or_to() -> None:
 async def test_send_hands_the_request_to_the_transport_and_reads_the_transmission_id() -> None:
     body = {"results": {"total_rejected_recipients": 0, "total_accepted_recipients": 4, "id": "7"}}
     transport = FakeTransport(HttpResponse(200, {}, orjson.dumps(body)))
-    result = await vendor(transport).send(rich_message(), timeout=3.5)
+    result = await vendor(transport).send(rich_message(), timeout=3.5, message_id=MESSAGE_ID)
 
     assert result == AttemptResult(Outcome.ACCEPTED, vendor_message_id="7", status=200)
     ((request, timeout),) = transport.calls

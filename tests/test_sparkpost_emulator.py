@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from email import policy
 from email.header import decode_header, make_header
+from email.parser import BytesParser
 from email.utils import getaddresses
 from functools import partial
 from typing import Any
@@ -24,7 +26,7 @@ from emulator_kit import (
     set_faults,
     vendor_fixture,
 )
-from vendor_kit import PDF, PNG
+from vendor_kit import MESSAGE_ID, PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
 from mailmux.message import Address, Message
@@ -61,7 +63,7 @@ async def test_a_rich_message_arrives_field_by_field(
     emulator: Emulator, vendor: SparkPostVendor, http: aiohttp.ClientSession
 ) -> None:
     sent = rich_message()
-    result = await vendor.send(sent, TIMEOUT)
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.ACCEPTED, 200)
     (stored,) = await read_back(http, emulator.port)
@@ -106,7 +108,7 @@ async def test_raw_mime_arrives_unchanged(emulator: Emulator, vendor: SparkPostV
         text="hello\n",
         raw_mime=raw,
     )
-    result = await vendor.send(message, TIMEOUT)
+    result = await vendor.send(message, TIMEOUT, MESSAGE_ID)
 
     assert result.outcome is Outcome.ACCEPTED
     (stored,) = emulator.messages
@@ -117,11 +119,36 @@ async def test_raw_mime_arrives_unchanged(emulator: Emulator, vendor: SparkPostV
     ]
 
 
+async def test_a_bcc_only_message_arrives_as_mime_that_names_no_bcc_recipient(
+    emulator: Emulator, vendor: SparkPostVendor
+) -> None:
+    hidden = (Address("audit@example.com"), Address("boss@example.com", "Boss"))
+    sent = rich_message(to=(), cc=(), bcc=hidden)
+
+    result = await vendor.send(sent, TIMEOUT, MESSAGE_ID)
+
+    assert result.outcome is Outcome.ACCEPTED
+    (stored,) = emulator.messages
+    recipients = stored.body["recipients"]
+    assert [r["address"] for r in recipients] == [
+        {"email": "audit@example.com"},
+        {"email": "boss@example.com", "name": "Boss"},
+    ]  # no header_to: no copy shows another recipient
+    rfc822 = stored.body["content"]["email_rfc822"]
+    mime = BytesParser(policy=policy.default).parsebytes(rfc822.encode())
+    assert str(mime["To"]) == "undisclosed-recipients:;"
+    assert mime["Cc"] is None and mime["Bcc"] is None
+    assert "audit@" not in rfc822 and "boss@" not in rfc822 and "Boss" not in rfc822
+    assert mime["Subject"] == sent.subject
+
+
 async def test_ids_are_unique_and_the_answer_counts_recipients(
     emulator: Emulator, http: aiohttp.ClientSession
 ) -> None:
     body = orjson.loads(
-        SparkPostVendor("x", AiohttpTransport(), api_key="k").build_request(rich_message()).body
+        SparkPostVendor("x", AiohttpTransport(), api_key="k")
+        .build_request(rich_message(), MESSAGE_ID)
+        .body
     )
     answers = [await post(http, emulator.port, body, {"Authorization": API_KEY}) for _ in range(2)]
     assert [status for status, _ in answers] == [200, 200]
@@ -304,7 +331,7 @@ async def test_injected_503_is_retriable_in_sparkpost_words(
     emulator: Emulator, vendor: SparkPostVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"status": 503})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status) == (Outcome.RETRIABLE, 503)
     assert result.reason == ("Message generation module not available: emulated fault (code 1900)")
@@ -322,7 +349,7 @@ async def test_injected_429_and_420_are_rate_limited_with_retry_after(
     words: str,
 ) -> None:
     await set_faults(http, emulator.port, {"status": status, "retry_after": 7})
-    result = await vendor.send(rich_message(), TIMEOUT)
+    result = await vendor.send(rich_message(), TIMEOUT, MESSAGE_ID)
 
     assert (result.outcome, result.status, result.retry_after) == (
         Outcome.RATE_LIMITED,

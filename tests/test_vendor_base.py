@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from test_registry import MINIMAL
-from vendor_kit import FakeTransport, minimal_message
+from vendor_kit import MESSAGE_ID, FakeTransport, minimal_message
 
 from mailmux.config import VENDOR_KINDS, VendorConfig
 from mailmux.vendors.base import AttemptResult, HttpVendor, Outcome, TransportError
@@ -33,6 +33,8 @@ async def test_transport_errors_map_on_whether_the_request_left(
     kind: str, sent: bool, outcome: Outcome
 ) -> None:
     transport = FakeTransport(TransportError("boom", sent=sent))
-    result = await http_vendor(kind, transport).send(minimal_message(), timeout=1.0)
+    result = await http_vendor(kind, transport).send(
+        minimal_message(), timeout=1.0, message_id=MESSAGE_ID
+    )
     assert result == AttemptResult(outcome, reason="boom")
     assert len(transport.calls) == 1

@@ -26,6 +26,8 @@ CONTRACTS = Path(__file__).parent / "contracts"
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z: the wall clock every vendor under test reads
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-logo"
 PDF = b"%PDF-1.4\n% receipt\n"
+#: mailmux's id of the message under test, as the Deliverer hands it to every attempt.
+MESSAGE_ID = "018f3a2b4c5d6e7f8091a2b3c4d5"
 
 
 class FakeTransport:

@@ -303,7 +303,7 @@ class Deliverer:
                     result.carriable = True  # not asked: the next retry will
                     break
                 timeout = min(timeout, stop_by - now)
-            attempt, latency = await self._attempt(name, admission, message, timeout)
+            attempt, latency = await self._attempt(name, admission, message_id, message, timeout)
             result.attempts += 1
             result.vendor = name
             result.events.append(_attempt_event(message_id, self._wall(), name, attempt, latency))
@@ -328,12 +328,12 @@ class Deliverer:
         return policy is AmbiguousPolicy.ASSUME_SENT
 
     async def _attempt(
-        self, name: str, admission: Admission, message: Message, timeout: float
+        self, name: str, admission: Admission, message_id: str, message: Message, timeout: float
     ) -> tuple[AttemptResult, float]:
         vendor = self.vendors[name]
         started = self._monotonic()
         try:
-            attempt = await vendor.send(message, timeout)
+            attempt = await vendor.send(message, timeout, message_id)
         except Exception as err:  # a vendor bug must not lose the message: treat as not sent
             log.exception("vendor %s raised instead of returning an outcome", name)
             attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")

@@ -58,9 +58,14 @@ def render_mime(
     """The RFC 5322 bytes for `message` (its `raw_mime` unchanged when it has one).
 
     Bcc, tags and metadata are not written: the first is the envelope's business, the
-    others each vendor maps its own way. SMTPUTF8 output only when an address needs it
-    (non-ASCII local part); IDN domains otherwise go out in punycode. Bodies go out with
-    CRLF line ends and a final line end, so parse_mime gives back `\\n`-ended text.
+    others each vendor maps its own way. A message with neither To nor Cc (bcc only) gets
+    `To: undisclosed-recipients:;`, an empty group (RFC 5322 §A.1.3): readers see that
+    the recipients are hidden, and a relay that "repairs" a message without recipient
+    fields (sendmail's Apparently-To, MTAs that write RCPT TO into a To field) finds
+    nothing to repair, so it cannot show bcc recipients to each other. SMTPUTF8 output
+    only when an address needs it (non-ASCII local part); IDN domains otherwise go out in
+    punycode. Bodies go out with CRLF line ends and a final line end, so parse_mime gives
+    back `\n`-ended text.
     """
     if message.raw_mime is not None:
         return message.raw_mime
@@ -71,6 +76,8 @@ def render_mime(
     for name, addresses in (("To", message.to), ("Cc", message.cc), ("Reply-To", message.reply_to)):
         if addresses:
             mime[name] = ", ".join(_format_address(a, utf8) for a in addresses)
+    if not (message.to or message.cc):
+        mime["To"] = "undisclosed-recipients:;"
     if message.subject:
         mime["Subject"] = message.subject
     mime["Date"] = email.utils.formatdate(time.time() if now is None else now, usegmt=True)

@@ -9,9 +9,10 @@ one per version, when `messageVersions` is used). Errors are
 window resets) and, like Brevo, no Retry-After.
 
 Checked, cheaply, as Brevo does: a sender (unless a template gives one),
-recipients in `to` (unless `messageVersions`), a subject and an `htmlContent` or
-`textContent` (unless `templateId`), address syntax, and attachment entries
-with a name for their content. The request body is stored as received. The
+recipients in `to` (unless `messageVersions`, each of which needs its own
+`to`: Brevo takes no message or version with only cc or bcc), a subject and
+an `htmlContent` or `textContent` (unless `templateId`), address syntax, and
+attachment entries with a name for their content. The request body is stored as received. The
 message id is the emulator's id as a Message-ID (`<id@emulator.brevo.invalid>`).
 
 `receive` hands the answer's shape (single, versions, scheduled) to `accepted`
@@ -107,16 +108,19 @@ def _problem(body: dict[str, Any]) -> tuple[str, str] | None:
             return "missing_parameter", "sender is missing"
     elif not isinstance(sender, dict) or not (_is_email(sender.get("email")) or "id" in sender):
         return "invalid_parameter", "sender is not valid"
-    if "messageVersions" not in body:
+    versions = body.get("messageVersions")
+    if versions is None:
         to = body.get("to")
         if not (isinstance(to, list) and to):
             return "missing_parameter", "to is missing"
-    for field in ("to", "cc", "bcc"):
-        value = body.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(_has_email(item) for item in value):
-            return "invalid_parameter", f"email is not valid in {field}"
+    elif not (
+        isinstance(versions, list) and versions and all(isinstance(v, dict) for v in versions)
+    ):
+        return "invalid_parameter", "messageVersions must be a non-empty array of objects"
+    for recipients in (body, *(versions or ())):
+        problem = _recipients_problem(recipients, version=recipients is not body)
+        if problem is not None:
+            return problem
     reply_to = body.get("replyTo")
     if reply_to is not None and not _has_email(reply_to):
         return "invalid_parameter", "email is not valid in replyTo"
@@ -134,6 +138,20 @@ def _problem(body: dict[str, Any]) -> tuple[str, str] | None:
                 return "invalid_parameter", "attachment needs a url or a content"
             if "content" in item and not _non_empty_str(item.get("name")):
                 return "missing_parameter", "attachment name is missing"
+    return None
+
+
+def _recipients_problem(fields: dict[str, Any], *, version: bool) -> tuple[str, str] | None:
+    """Brevo's refusal of the to/cc/bcc of the body or of one message version."""
+    where = " in messageVersions" if version else ""
+    if version and not (isinstance(fields.get("to"), list) and fields["to"]):
+        return "missing_parameter", f"to is missing{where}"
+    for field in ("to", "cc", "bcc"):
+        value = fields.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(_has_email(item) for item in value):
+            return "invalid_parameter", f"email is not valid in {field}{where}"
     return None
 
 

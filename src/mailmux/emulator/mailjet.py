@@ -20,9 +20,11 @@ as Mailjet validates without delivering. Ids: the first recipient of the first
 stored message gets the emulator's id as its `MessageUUID` (so the id a client
 records is the id `/_emulator/messages` lists); other recipients get
 `<id>-<n>`; `MessageID`s are distinct 64-bit numbers. Checks are Mailjet's
-documented ones, kept cheap: required From/To, address syntax, a body
-(TextPart, HTMLPart or TemplateID, here or in Globals), recipient and array
-limits, attachment fields.
+documented ones, kept cheap, on each message with `Globals` applied to it:
+required From and a non-empty To (Mailjet takes no message without To, so
+a bcc-only message must be one message per recipient), address syntax, a
+body (TextPart, HTMLPart or TemplateID), recipient and array limits,
+attachment fields.
 
 `receive` hands the per-message outcome to `accepted` through a context
 variable: both run in the same request task, so concurrent requests never see
@@ -91,11 +93,15 @@ class MailjetShape:
             return messages
         global_fields = body.get("Globals")
         defaults = global_fields if isinstance(global_fields, dict) else {}
-        checked = tuple((m, _message_errors(m, defaults)) for m in messages)
+        # Mailjet applies Globals to every message, which may override them.
+        checked = tuple(
+            (merged, _message_errors(merged, defaults))
+            for merged in ({**defaults, **m} for m in messages)
+        )
         reply = _Reply(str(request.url.origin()), checked)
         if body.get("SandboxMode") is True:
             return self._answer(reply, message_id="")
-        valid = [m for m, errors in checked if not errors]
+        valid = [m for m, (_, errors) in zip(messages, checked, strict=True) if not errors]
         if not valid:
             return self._answer(reply, message_id="")
         if len(valid) < len(checked):

@@ -9,9 +9,10 @@ host root because postmarker joins its endpoints with `urljoin`, which drops
 any path prefix of its `root_api_url`.
 
 Checked, cheaply, is what Postmark certainly refuses: a sender, at least one
-To recipient, at most 50 recipients, a text or HTML body, and the type of
-each field it reads. Explicit `null`s are absent fields (postmarker sends
-`"Cc": null` and friends). The request body is stored as received.
+recipient in To, Cc or Bcc (Postmark sends a message without To, and then
+answers without `To`), at most 50 recipients, a text or HTML body, and the
+type of each field it reads. Explicit `null`s are absent fields (postmarker
+sends `"Cc": null` and friends). The request body is stored as received.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ _STRING_FIELDS = (
 #: Postmark's ErrorCode for an injected status: 401 is a token error (10), 503 is
 #: maintenance (100), 422 an invalid request (300); others carry the status itself.
 _FAULT_CODES = {401: 10, 422: 300, 503: 100}
-#: The To of the request being answered: `accepted` only gets the id, and Postmark's
-#: answer echoes To. A context variable, because each request runs in its own task.
+#: The To of the request being answered ("" for none): `accepted` only gets the id, and
+#: Postmark's answer echoes To. A context variable: each request runs in its own task.
 _answer_to: contextvars.ContextVar[str] = contextvars.ContextVar("postmark_answer_to")
 
 
@@ -72,17 +73,19 @@ class PostmarkShape:
         problem = _problem(body)
         if problem is not None:
             return _error(422, 300, problem)
-        _answer_to.set(body["To"])
+        _answer_to.set(body.get("To") or "")
         return Received(body=raw, headers=_recorded_headers(request.headers, token))
 
     def accepted(self, message_id: str) -> web.Response:
         answer = {
-            "To": _answer_to.get(""),
             "SubmittedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "MessageID": message_id,
             "ErrorCode": 0,
             "Message": "OK",
         }
+        to = _answer_to.get("")
+        if to:  # Postmark leaves To out of the answer to a message without one
+            answer = {"To": to, **answer}
         return web.Response(body=orjson.dumps(answer), content_type=_JSON)
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
@@ -101,9 +104,9 @@ def _problem(body: dict[str, Any]) -> str | None:
             return f"'{key}' must be a string."
     if not body.get("From"):
         return "Invalid 'From' address: it is required."
-    if not body.get("To"):
-        return "Invalid 'To' address: at least one recipient is required."
     count = sum(_count(body.get(key)) for key in ("To", "Cc", "Bcc"))
+    if not count:
+        return "Zero recipients specified"
     if count > _MAX_RECIPIENTS:
         return f"{count} recipients; a message may have at most {_MAX_RECIPIENTS}."
     if not (body.get("TextBody") or body.get("HtmlBody")):

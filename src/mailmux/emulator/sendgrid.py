@@ -78,7 +78,10 @@ def _problems(body: dict[str, Any]) -> list[tuple[str, str | None]]:
     for index, personalization in enumerate(personalizations):
         to = personalization.get("to") if isinstance(personalization, dict) else None
         if not (isinstance(to, list) and to and all(_has_email(item) for item in to)):
-            message = "each personalization needs a to list of {email, name} objects"
+            message = (
+                "The to array is required for all personalization objects, and must have"
+                " at least one email object with a valid email address."
+            )
             problems.append((message, f"personalizations.{index}.to"))
     has_template = _non_empty_str(body.get("template_id"))
     content = body.get("content")

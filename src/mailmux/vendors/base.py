@@ -182,8 +182,15 @@ class Vendor(ABC):
         self.name = name
 
     @abstractmethod
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
-        """Try to hand `message` to the ESP; never raises for delivery trouble."""
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
+        """Try to hand `message` to the ESP; never raises for delivery trouble.
+
+        `message_id` is mailmux's own id of the message (not the caller's
+        Idempotency-Key): the same on every attempt and retry of one message and
+        unique per message, so that an ESP which drops duplicates by a key can be
+        given one derived from it, and a retry after an ambiguous attempt is not
+        sent twice.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook: most vendors hold nothing
         """Release connections."""
@@ -201,16 +208,19 @@ class HttpVendor(Vendor):
         self.transport = transport
 
     @abstractmethod
-    def build_request(self, message: Message) -> HttpRequest:
-        """Message → the ESP's request. Raises UnsupportedFeature for what it cannot carry."""
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
+        """Message → the ESP's request. Raises UnsupportedFeature for what it cannot carry.
+
+        `message_id` is what `send` was given: the source of an ESP's idempotency key.
+        """
 
     @abstractmethod
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         """The ESP's answer → outcome, with the ESP's own error classification."""
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         try:
-            request = _exact_size(self.build_request(message))
+            request = _exact_size(self.build_request(message, message_id))
         except UnsupportedFeature as err:
             return AttemptResult(Outcome.UNSUPPORTED, reason=str(err))
         try:

@@ -17,9 +17,9 @@ status  outcome         why
                         account (`unauthorized`, `permission_denied`,
                         `account_under_validation`, `reseller_permission_denied`).
 400     ambiguous       `duplicate_parameter`: Brevo already took a request with this
-                        idempotency key in the last 30 minutes and did not process
-                        this one. That earlier attempt reached Brevo; whether it was
-                        sent is unknown, which is exactly the ambiguous case.
+                        message's idempotency key in the last 30 minutes and did not
+                        process this one. That earlier attempt reached Brevo; whether
+                        it was sent is unknown, which is exactly the ambiguous case.
 402     rate_limited    Not enough credit (`not_enough_credits`, under any status):
                         reason says "quota"; another vendor can send meanwhile.
 401     vendor_config   API key unknown, or the calling IP is not authorised.
@@ -37,13 +37,26 @@ other   retriable       Undocumented: never fails a message for good.
 
 Field mapping and decisions:
 
+- A message without To: Brevo requires `to`, at the top level or in every
+  `messageVersions` entry, and versions are its way to send one message as
+  copies that differ in recipients. So a bcc-only message is one version per
+  bcc address with only that address as `to` (no top-level recipients; the
+  idempotency key covers the whole batch): each copy shows only its own
+  recipient, and Brevo answers a `messageIds` list, whose first is the vendor
+  message id. Cc without To has no faithful form (a cc address as `to` would
+  show it as To, and a version per address would hide the cc addresses from
+  each other), so it is unsupported, with or without bcc.
+
 - metadata → the `X-Mailin-custom` header, which Brevo returns in its webhooks:
   the metadata object as JSON with every non-ASCII character escaped (`\\u00eb`),
   because Brevo sends custom header values as raw 8-bit UTF-8; a JSON decoder on
   the webhook side gets the exact metadata back.
-- idempotency key → `headers.idempotencyKey` (Brevo's "Batch email idempotency"
-  guide; 30-minute window). Brevo asks for a UUID, so a key that is not one is
-  sent as the UUIDv5 of the key: the same key always gives the same UUID.
+- `headers.idempotencyKey` (Brevo's "Batch email idempotency" guide: Brevo
+  processes one request per key within 30 minutes) is derived from mailmux's
+  message id, the same on every attempt and retry of one message, so a retry
+  after an ambiguous attempt is not sent twice. Brevo asks for a UUID: the key is
+  the UUIDv5 of the message id. The caller's own Idempotency-Key is mailmux's
+  business, not Brevo's.
 - Display names that are non-ASCII *and* contain an RFC 5322 special (`,` `;`
   `"` …) are sent RFC 2047-encoded: Brevo silently drops such names in
   sender/to/cc/bcc and sends them as 8-bit in replyTo (django-anymail's
@@ -55,12 +68,13 @@ Field mapping and decisions:
 - Brevo has no tracking flags per message.
 
 What Brevo cannot carry raises `UnsupportedFeature` before any request: raw
-MIME without a parsed body, an empty subject, no text or HTML body, more than
-one reply-to address, inline attachments (Brevo has no Content-ID support), an
-attachment whose extension Brevo refuses, a display name over 70 characters as
-sent, a custom header value with non-ASCII characters (Brevo sends it
-unencoded), and a custom `X-Mailin-custom` or `idempotencyKey` header when the
-message's metadata or idempotency key needs that header.
+MIME without a parsed body, an empty subject, no text or HTML body, cc without
+a To recipient, more than one reply-to address, inline attachments (Brevo has
+no Content-ID support), an attachment whose extension Brevo refuses, a display
+name over 70 characters as sent, a custom header value with non-ASCII
+characters (Brevo sends it unencoded), a custom `idempotencyKey` header
+(Brevo's idempotency key is mailmux's), and a custom `X-Mailin-custom` header
+when the message's metadata needs that header.
 """
 
 from __future__ import annotations
@@ -105,7 +119,7 @@ ALLOWED_EXTENSIONS = frozenset(_EXTENSIONS.split())
 ACCOUNT_ERROR_CODES = frozenset(
     {"unauthorized", "permission_denied", "account_under_validation", "reseller_permission_denied"}
 )
-#: Namespace of the UUIDv5 that stands in for an idempotency key that is not a UUID.
+#: Namespace of the UUIDv5 that turns a message id into Brevo's idempotency key.
 _KEY_NAMESPACE = uuid.UUID("6f2b0c3e-93c1-4b7e-9a54-1d3c8e0f5a27")
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 _UTF8 = email.charset.Charset("utf-8")
@@ -137,8 +151,9 @@ class BrevoVendor(HttpVendor):
         #: Wall clock, for a Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
-        return HttpRequest("POST", self._url, self._headers, orjson.dumps(_payload(message)))
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
+        body = orjson.dumps(_payload(message, message_id))
+        return HttpRequest("POST", self._url, self._headers, body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
@@ -190,7 +205,7 @@ _CONFIG_REASONS = {
 }
 
 
-def _payload(message: Message) -> dict[str, Any]:
+def _payload(message: Message, message_id: str) -> dict[str, Any]:
     """The sendTransacEmail body; empty fields are left out, never sent as empty values."""
     if message.raw_mime is not None and message.text is None and message.html is None:
         raise UnsupportedFeature("raw MIME: Brevo takes no raw message, and no body was parsed")
@@ -198,14 +213,7 @@ def _payload(message: Message) -> dict[str, Any]:
         raise UnsupportedFeature("empty subject: Brevo requires one")
     if not message.text and not message.html:
         raise UnsupportedFeature("no text or HTML body: Brevo requires htmlContent or textContent")
-    payload: dict[str, Any] = {
-        "sender": _contact(message.sender),
-        "to": [_contact(a) for a in message.to],
-    }
-    if message.cc:
-        payload["cc"] = [_contact(a) for a in message.cc]
-    if message.bcc:
-        payload["bcc"] = [_contact(a) for a in message.bcc]
+    payload: dict[str, Any] = {"sender": _contact(message.sender), **_recipients(message)}
     if len(message.reply_to) > 1:
         raise UnsupportedFeature(
             f"{len(message.reply_to)} reply-to addresses; Brevo takes one replyTo"
@@ -219,12 +227,27 @@ def _payload(message: Message) -> dict[str, Any]:
         payload["textContent"] = message.text
     if message.attachments:
         payload["attachment"] = [_attachment(a) for a in message.attachments]
-    headers = _headers(message)
-    if headers:
-        payload["headers"] = headers
+    payload["headers"] = _headers(message, message_id)
     if message.tags:
         payload["tags"] = list(dict.fromkeys(message.tags))
     return payload
+
+
+def _recipients(message: Message) -> dict[str, Any]:
+    """`to`, `cc` and `bcc`; for a bcc-only message, one version per recipient."""
+    if not message.to:
+        if message.cc:
+            raise UnsupportedFeature(
+                "cc without a To recipient: Brevo requires to in every message version,"
+                " and a version per cc address would hide them from each other"
+            )
+        return {"messageVersions": [{"to": [_contact(a)]} for a in message.bcc]}
+    recipients = {"to": [_contact(a) for a in message.to]}
+    if message.cc:
+        recipients["cc"] = [_contact(a) for a in message.cc]
+    if message.bcc:
+        recipients["bcc"] = [_contact(a) for a in message.bcc]
+    return recipients
 
 
 def _contact(address: Address) -> dict[str, str]:
@@ -258,7 +281,7 @@ def _attachment(attachment: Attachment) -> dict[str, str]:
     }
 
 
-def _headers(message: Message) -> dict[str, str]:
+def _headers(message: Message, message_id: str) -> dict[str, str]:
     headers = dict(message.headers)
     for name, value in headers.items():
         if not value.isascii():
@@ -273,21 +296,12 @@ def _headers(message: Message) -> dict[str, str]:
             )
         # json (not orjson) for ensure_ascii: the header value must be 7-bit.
         headers[METADATA_HEADER] = json.dumps(dict(message.metadata), separators=(",", ":"))
-    if message.idempotency_key:
-        if IDEMPOTENCY_HEADER.lower() in taken:
-            raise UnsupportedFeature(
-                f"header {IDEMPOTENCY_HEADER}: Brevo carries the message's idempotency key there"
-            )
-        headers[IDEMPOTENCY_HEADER] = _idempotency_uuid(message.idempotency_key)
+    if IDEMPOTENCY_HEADER.lower() in taken:
+        raise UnsupportedFeature(
+            f"header {IDEMPOTENCY_HEADER}: Brevo carries mailmux's idempotency key there"
+        )
+    headers[IDEMPOTENCY_HEADER] = str(uuid.uuid5(_KEY_NAMESPACE, message_id))
     return headers
-
-
-def _idempotency_uuid(key: str) -> str:
-    """The key itself when it is a UUID, else a UUID that only this key maps to."""
-    try:
-        return str(uuid.UUID(key))
-    except ValueError:
-        return str(uuid.uuid5(_KEY_NAMESPACE, key))
 
 
 def _json(body: bytes) -> object:

@@ -10,6 +10,15 @@ message that arrived as raw MIME goes to `/messages.mime` untouched, as the
 `to` field and tags and metadata as `o:tag` and `v:` fields; its headers
 are already in the MIME, so no `h:` field is sent.
 
+A parsed message without a To recipient (cc and/or bcc only) cannot go to
+`/messages`, which requires `to` and would write every `to` into the To
+header. It goes to `/messages.mime` instead, rendered by `mailmux.mime`: the
+MIME holds From, Cc, Reply-To and the custom headers (a bcc-only message says
+`To: undisclosed-recipients:;`) and never Bcc, while the `to` fields are only
+the envelope: for a MIME message Mailgun wants every To, Cc and Bcc recipient
+there and leaves the headers as they are. One copy reaches them all, and no
+bcc recipient sees another.
+
 The multipart body is encoded here, by hand, as bytes: `build_request` must
 stay a pure, synchronous function, and aiohttp's `FormData` and
 `MultipartWriter` only serialize through an async writer inside a loop.
@@ -45,11 +54,11 @@ other   retriable       An undocumented status must not fail the message for goo
 ======  ==============  ================================================================
 
 What Mailgun cannot carry raises `UnsupportedFeature` before any request: no
-`to` recipient (Mailgun requires one; cc or bcc alone will not do), no text
-or HTML body on a parsed message, more than 1000 recipients, more than 10
-distinct tags (the official mailgun-ruby's limit), `o:`/`h:`/`v:` fields
-over 16 KB in total, and a request over 25 MB. Mailgun has no idempotency
-header: the key is not sent.
+text or HTML body on a parsed message, more than 1000 recipients, more than
+10 distinct tags (the official mailgun-ruby's limit), `o:`/`h:`/`v:` fields
+over 16 KB in total, and a request over 25 MB. Mailgun takes no idempotency
+key: neither the message id nor the caller's key is sent, and a retry after
+an ambiguous attempt may be sent twice.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ import orjson
 
 from mailmux.addresses import ascii_email
 from mailmux.message import Address, Attachment, Message
+from mailmux.mime import render_mime
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -120,15 +130,19 @@ class MailgunVendor(HttpVendor):
         self._mime_url = prefix + "/messages.mime"
         token = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
         self._authorization = f"Basic {token}"
-        #: Wall clock, for Retry-After given as an HTTP date; tests replace it.
+        #: Wall clock, for Retry-After given as an HTTP date and the Date of a message
+        #: rendered to MIME; tests replace it.
         self.clock: Callable[[], float] = time.time
         #: Makes the multipart boundary; tests replace it to compare bodies byte for byte.
         self.boundary: Callable[[], str] = _random_boundary
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         if message.raw_mime is not None:
             url = self._mime_url
             fields, files = _mime_form(message, message.raw_mime)
+        elif not message.to:  # /messages requires a to: see the module docstring
+            url = self._mime_url
+            fields, files = _mime_form(message, _rendered(message, self.clock()))
         else:
             url = self._messages_url
             fields, files = _form(message)
@@ -181,10 +195,7 @@ def _random_boundary() -> str:
 
 def _form(message: Message) -> tuple[list[Field], list[FilePart]]:
     """The `/messages` fields and files; empty bodies and lists are left out."""
-    if not message.to:
-        raise UnsupportedFeature("no To recipient: Mailgun requires at least one")
-    if not (message.text or message.html):
-        raise UnsupportedFeature("no text or HTML body: Mailgun requires one")
+    _check_body(message)
     _check_recipients(message)
     fields: list[Field] = [("from", _mailbox(message.sender))]
     for kind, group in (("to", message.to), ("cc", message.cc), ("bcc", message.bcc)):
@@ -200,6 +211,17 @@ def _form(message: Message) -> tuple[list[Field], list[FilePart]]:
     fields.extend(_tags_and_variables(message))
     files = [_file_part(a) for a in message.attachments]
     return fields, files
+
+
+def _check_body(message: Message) -> None:
+    if not (message.text or message.html):
+        raise UnsupportedFeature("no text or HTML body: Mailgun requires one")
+
+
+def _rendered(message: Message, now: float) -> bytes:
+    """A parsed message without To as MIME for `/messages.mime` (no Bcc in it)."""
+    _check_body(message)
+    return render_mime(message, now=now)
 
 
 def _mime_form(message: Message, raw: bytes) -> tuple[list[Field], list[FilePart]]:

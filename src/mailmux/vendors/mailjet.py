@@ -1,17 +1,23 @@
 """Mailjet Send API v3.1 (`POST {base_url}/v3.1/send`): Message → request, answer → outcome.
 
 mailmux sends one message per request (`{"Messages": [one]}`), so the answer's
-first entry is the whole story. Mailjet reports errors two ways: a *global*
-error (`{ErrorIdentifier, ErrorCode, StatusCode, ErrorMessage}`) for the call
-as a whole, or a *per-message* entry `{"Status": "error", "Errors": [...]}`
-inside a 4xx (or, defensively, a 200) body. Per-message errors are classified
-from their own codes, not from the HTTP status alone:
+entry is the whole story — except for a bcc-only message, which goes as one
+copy per recipient (below) and is answered with one entry per copy. Mailjet
+reports errors two ways: a *global* error (`{ErrorIdentifier, ErrorCode,
+StatusCode, ErrorMessage}`) for the call as a whole, or a *per-message* entry
+`{"Status": "error", "Errors": [...]}` inside a 4xx (or, defensively, a 200)
+body. Per-message errors are classified from their own codes, not from the
+HTTP status alone:
 
 ======================  ==============  ==============================================
 answer                  outcome         why
 ======================  ==============  ==============================================
 2xx, Status "success"   accepted        The id is the first To recipient's
                                         `MessageUUID` (see below).
+some copies "success",  accepted        A bcc-only message reached the recipients
+others "error" (4xx)                    whose copies Mailjet took (it sends them
+                                        whatever the HTTP status); the reason
+                                        names the refused copies' errors.
 send-0006/7/8, send-    vendor_config   The From address or SenderID is not validated
 0010, mj-0001, mj-0015                  for this key, the template belongs to another
 (any status), 401, 403                  account, or the key is suspended or wrong: the
@@ -30,15 +36,28 @@ other                   retriable       Undocumented: never fails a message for 
 
 Field mapping and decisions:
 
+- A message without To: Mailjet requires a non-empty `To` in every message
+  (mj-0003, mj-0007), and its documented way to keep recipients from seeing
+  each other is one message per recipient. So a bcc-only message goes as one
+  `Messages` entry per bcc address with only that address as `To`, everything
+  else once in `Globals` (as django-anymail sends every message): each copy
+  shows only its own recipient. Cc without To has no faithful form (a cc
+  address as `To` would show it as To, and a copy per address would hide the
+  cc addresses from each other), so it is unsupported, with or without bcc.
+
 - tags → `CustomCampaign`, which takes exactly one value (≤ 255 characters); it
   groups messages in Mailjet's statistics the way tags do elsewhere. A second
   distinct tag is unsupported. `CustomID` is left to the caller's Mailjet
   tooling: it is a per-message tracking id, not a category.
 - metadata → `EventPayload`, a string Mailjet returns in every event: the
   metadata object JSON-encoded, so a webhook consumer decodes it back exactly.
-- idempotency key → the `Idempotency-Key` request header. Mailjet documents no
-  server-side deduplication, but its official SDK (1.9.1) sends this header on
-  every send, so forwarding the caller's key costs nothing and helps if honoured.
+- `Idempotency-Key` request header: mailmux's message id, the same on every
+  attempt and retry of one message. Mailjet documents no deduplication (neither
+  its Send API guide nor its error codes mention a key; its official SDK, 1.9.1,
+  sends a payload hash under this name on every POST), so mailmux does not count
+  on it: a retry after an ambiguous attempt may be sent twice. The header costs
+  nothing and lets Mailjet drop the retry if it does honour it. The caller's own
+  Idempotency-Key is mailmux's business, not Mailjet's.
 - The vendor message id is `Messages[0].To[0].MessageUUID` (a string Mailjet
   also reports in events as `Message_GUID`); when it is empty (sandbox mode) the
   numeric `MessageID` is used, as a decimal string so that no JSON consumer loses
@@ -48,7 +67,8 @@ Field mapping and decisions:
   inline (mailmux's MIME parser treats such parts the same way).
 
 What Mailjet cannot carry raises `UnsupportedFeature` before any request: raw
-MIME without a parsed body, no text or HTML body, more than one reply-to
+MIME without a parsed body, no text or HTML body, cc without a To recipient,
+more than one reply-to
 address, more than 50 recipients or 50 attachments (inline or not) or 50
 custom headers, a custom header Mailjet reserves (its own `X-MJ-*` and
 `X-Mailjet-*` control headers have message properties instead), an empty
@@ -116,22 +136,33 @@ class MailjetVendor(HttpVendor):
         #: Wall clock, for a Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
-        body = orjson.dumps({"Messages": [_message(message)]})
-        headers: Mapping[str, str] = self._headers
-        if message.idempotency_key:
-            headers = {**self._headers, "Idempotency-Key": message.idempotency_key}
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
+        body = orjson.dumps(_body(message))
+        headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
         data = _json(response.body)
-        entry = _first_message(data)
-        if entry is not None and entry.get("Status") == "error":
-            return self._message_errors(status, entry, response)
-        if 200 <= status < 300:
+        entries = _entries(data)
+        taken = [e for e in entries if e.get("Status") == "success"]
+        refused = [e for e in entries if e.get("Status") == "error"]
+        if refused and not taken:
+            return self._message_errors(status, refused[0], response)
+        if taken and refused:  # some copies of a bcc-only message went out
+            errors = [e for entry in refused for e in _list(entry.get("Errors"))]
+            described = "; ".join(_describe(e) for e in errors if isinstance(e, dict))
+            reason = f"{len(refused)} of {len(entries)} copies refused: {described}"
             return AttemptResult(
-                Outcome.ACCEPTED, vendor_message_id=_message_id(entry), status=status
+                Outcome.ACCEPTED,
+                vendor_message_id=_message_id(taken[0]),
+                status=status,
+                reason=_clip(reason),
+            )
+        if 200 <= status < 300:
+            first = taken[0] if taken else entries[0] if entries else None
+            return AttemptResult(
+                Outcome.ACCEPTED, vendor_message_id=_message_id(first), status=status
             )
         return self._call_error(status, data, response)
 
@@ -186,6 +217,20 @@ class MailjetVendor(HttpVendor):
         )
 
 
+def _body(message: Message) -> dict[str, Any]:
+    """The request: one message, or a bcc-only message's copies (module docstring)."""
+    entry = _message(message)
+    if message.to:
+        return {"Messages": [entry]}
+    if message.cc:
+        raise UnsupportedFeature(
+            "cc without a To recipient: Mailjet requires To in every message, and a message"
+            " per cc address would hide them from each other"
+        )
+    shared = {key: value for key, value in entry.items() if key != "Bcc"}
+    return {"Globals": shared, "Messages": [{"To": [_address(a)]} for a in message.bcc]}
+
+
 def _message(message: Message) -> dict[str, Any]:
     """One entry of `Messages`; empty fields are left out, never sent as empty values."""
     if message.raw_mime is not None and message.text is None and message.html is None:
@@ -197,7 +242,9 @@ def _message(message: Message) -> dict[str, Any]:
         raise UnsupportedFeature(
             f"{recipients} recipients; Mailjet takes at most {MAX_RECIPIENTS} per message"
         )
-    entry: dict[str, Any] = {"From": _address(message.sender), "To": _addresses(message.to)}
+    entry: dict[str, Any] = {"From": _address(message.sender)}
+    if message.to:
+        entry["To"] = _addresses(message.to)
     if message.cc:
         entry["Cc"] = _addresses(message.cc)
     if message.bcc:
@@ -299,10 +346,10 @@ def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _first_message(data: object) -> dict[str, Any] | None:
+def _entries(data: object) -> list[dict[str, Any]]:
+    """The answer's per-message entries, in the order of the request's messages."""
     messages = _list(data.get("Messages")) if isinstance(data, dict) else []
-    first = messages[0] if messages else None
-    return first if isinstance(first, dict) else None
+    return [m for m in messages if isinstance(m, dict)]
 
 
 def _message_id(entry: dict[str, Any] | None) -> str | None:

@@ -7,6 +7,12 @@ The body is Postmark's single-message JSON: `From`, comma-separated `To`,
 inline part's ContentID is `cid:<id>`. Empty fields are left out rather than
 sent as `null`.
 
+A message without To (cc and/or bcc only) is sent without `To`. Postmark's API
+reference marks `To` required, but Postmark takes and sends a message whose
+recipients are all in `Cc` or `Bcc` (found and relied on by django-anymail and
+by ActiveCampaign's own Postmark transport for Swiftmailer); it answers without
+a `To` then. Postmark writes the headers itself and keeps Bcc out of them.
+
 How Postmark's answers are classified, and why:
 
 =================  ==============  ====================================================
@@ -39,11 +45,12 @@ other              retriable       An undocumented status must not fail the mess
 =================  ==============  ====================================================
 
 What Postmark cannot carry raises `UnsupportedFeature` before any request:
-raw MIME without a parsed body (Postmark takes no raw message), no To
-recipient or no text/HTML body (Postmark requires both), more than 50
-recipients, more than one distinct tag or a tag over 1000 characters,
-metadata keys that differ only in case, a body over 5 MB, and a request
-over 10 MB. Postmark has no idempotency header: the key is not sent.
+raw MIME without a parsed body (Postmark takes no raw message), no text/HTML
+body (Postmark requires one), more than 50 recipients, more than one
+distinct tag or a tag over 1000 characters, metadata keys that differ only
+in case, a body over 5 MB, and a request over 10 MB. Postmark takes no
+idempotency key: neither the message id nor the caller's key is sent, and a
+retry after an ambiguous attempt may be sent twice.
 """
 
 from __future__ import annotations
@@ -127,7 +134,7 @@ class PostmarkVendor(HttpVendor):
         #: Wall clock, for Retry-After given as an HTTP date; tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
@@ -162,14 +169,14 @@ def _payload(message: Message) -> dict[str, Any]:
         raise UnsupportedFeature("raw MIME: Postmark takes no raw message, and no body was parsed")
     if not (message.text or message.html):
         raise UnsupportedFeature("no text or HTML body: Postmark requires one")
-    if not message.to:
-        raise UnsupportedFeature("no To recipient: Postmark requires at least one")
     count = len(message.to) + len(message.cc) + len(message.bcc)
     if count > MAX_RECIPIENTS:
         raise UnsupportedFeature(
             f"{count} recipients; Postmark takes at most {MAX_RECIPIENTS} per message"
         )
-    body: dict[str, Any] = {"From": _mailbox(message.sender), "To": _mailboxes(message.to)}
+    body: dict[str, Any] = {"From": _mailbox(message.sender)}
+    if message.to:
+        body["To"] = _mailboxes(message.to)
     if message.cc:
         body["Cc"] = _mailboxes(message.cc)
     if message.bcc:

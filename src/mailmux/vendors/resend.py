@@ -10,8 +10,10 @@ status  name                              outcome         why
 2xx     (no id)                           ambiguous       Not Resend's answer (a proxy, a
                                                           wrong `base_url`): the request left
                                                           and nobody knows where it went.
-400     invalid_idempotency_key           unsupported     Resend refuses this message's key;
-                                                          another vendor can still send it.
+400     invalid_idempotency_key           unsupported     Resend refuses the key (a message
+                                                          id always fits its rules, so this
+                                                          means the rules changed); another
+                                                          vendor can still send it.
 400     validation_error "API key…"       vendor_config   Resend also answers 400 for a
                                                           malformed Authorization header.
 400     validation_error, others          permanent       The message is invalid.
@@ -22,11 +24,12 @@ status  name                              outcome         why
                                                           its owner: about the account.
 404     not_found                         vendor_config   Wrong `base_url`: fix the config.
 405     method_not_allowed
-409     invalid_idempotent_request        permanent       Resend already holds a different
-                                                          message under this key (24 h): the
-                                                          key names one message, so this one
-                                                          conflicts with it; retrying under
-                                                          the key can never succeed.
+409     invalid_idempotent_request        ambiguous       An earlier attempt of this message
+                                                          reached Resend under its key (24 h)
+                                                          with another body (mailmux changed
+                                                          between the attempts): Resend may
+                                                          have sent that one, which is what
+                                                          the class's ambiguous policy is for.
 409     concurrent_idempotent_requests    ambiguous       An earlier attempt under this key
                                                           is still in flight at Resend: its
                                                           outcome is unknown, which is what
@@ -58,8 +61,11 @@ other                                     retriable       Undocumented: never fa
 
 How the Message maps, and the choices made:
 
-- `message.idempotency_key` is forwarded as `Idempotency-Key`, so a retry after an
-  ambiguous attempt gets Resend's first answer instead of a second email.
+- `Idempotency-Key` is mailmux's message id, the same on every attempt and retry of one
+  message (the caller's own Idempotency-Key is mailmux's business, not Resend's): Resend
+  keeps keys for 24 hours and answers a repeated request with its first answer, so a
+  retry after an ambiguous attempt does not send a second email. The body of a retry is
+  the same as the first attempt's, as Resend requires of a repeated key.
 - `from` is `Name <addr>` with the name unquoted and unencoded: Resend answers 451 to
   an RFC 2047 encoded name there and 422 to a quoted one, so a sender name with
   `,;:<>@"()[]\\` is refused below. In to/cc/bcc/reply_to, where Resend rejects quoted
@@ -74,13 +80,18 @@ How the Message maps, and the choices made:
 - Inline attachments carry their `content_id`; a non-inline attachment's content id is
   not sent, because Resend would make the attachment inline.
 - A message with `raw_mime` is sent from its parsed fields (Resend takes no MIME).
+- A message without To (cc and/or bcc only) is unsupported: Resend requires `to`
+  on every email (its API definition: required, at least one address). Its
+  batch endpoint could send each bcc recipient a copy of their own, but it takes
+  no attachments and answers per email, and Resend has no MIME endpoint that
+  would take the envelope apart from the headers.
 - `User-Agent: mailmux/<version>` is always sent: Resend refuses requests without one.
 
 What Resend cannot carry raises `UnsupportedFeature` before any request: raw MIME
 without a parsed body, an empty subject, no text or HTML body, no To recipient or more
 than 50, a sender name with the characters above, a tag or metadata outside Resend's
-tag alphabet, a metadata key that clashes with a tag, an inline attachment without a
-content id, and an idempotency key Resend would refuse (not 1-256 printable ASCII).
+tag alphabet, a metadata key that clashes with a tag, and an inline attachment without
+a content id.
 """
 
 from __future__ import annotations
@@ -111,7 +122,6 @@ from mailmux.vendors.base import (
 )
 
 MAX_TO = 50
-MAX_IDEMPOTENCY_KEY = 256
 QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
@@ -147,15 +157,8 @@ class ResendVendor(HttpVendor):
         #: Wall clock (Retry-After may be an HTTP date); tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
-        headers = self._headers
-        key = message.idempotency_key
-        if key is not None:
-            if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()):
-                raise UnsupportedFeature(
-                    "idempotency key: Resend takes 1 to 256 printable ASCII characters"
-                )
-            headers = {**headers, "Idempotency-Key": key}
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
+        headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, orjson.dumps(_payload(message)))
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
@@ -210,9 +213,7 @@ def _classify(status: int, name: object, detail: str) -> Outcome:
     if status == 422:
         return Outcome.VENDOR_CONFIG if name == "invalid_from_address" else Outcome.PERMANENT
     if status == 409:
-        if name == "invalid_idempotent_request":
-            return Outcome.PERMANENT
-        if name == "concurrent_idempotent_requests":
+        if name in ("invalid_idempotent_request", "concurrent_idempotent_requests"):
             return Outcome.AMBIGUOUS
         return Outcome.RETRIABLE
     if status in (413, 451):
@@ -244,7 +245,9 @@ def _payload(message: Message) -> dict[str, Any]:
     if not (message.text or message.html):
         raise UnsupportedFeature("no text or HTML body: Resend requires one")
     if not message.to:
-        raise UnsupportedFeature("no To recipient: Resend requires one")
+        raise UnsupportedFeature(
+            "no To recipient: Resend requires to on every email (cc or bcc alone will not do)"
+        )
     if len(message.to) > MAX_TO:
         raise UnsupportedFeature(f"{len(message.to)} To recipients; Resend takes at most {MAX_TO}")
     payload: dict[str, Any] = {

@@ -55,7 +55,7 @@ class SandboxVendor(Vendor):
         super().__init__(name)
         self._entries: deque[SandboxEntry] = deque(maxlen=capacity)
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         entry = SandboxEntry(
             vendor_message_id=f"sandbox-{uuid.uuid4().hex}",
             accepted_at=time.time(),

@@ -32,13 +32,22 @@ other   retriable       An undocumented status says nothing certain about the
                         tries, and health counts it against SendGrid.
 ======  ==============  ================================================================
 
+A message without To: SendGrid requires a `to` in every personalization, and its
+own way to keep recipients from seeing each other is one personalization per
+recipient. So a bcc-only message becomes one personalization per bcc address,
+with that address as its `to`: each copy shows only its own recipient, in its
+To header, and no header names another. Cc without To has no faithful form (a
+cc address as `to` would show it as To, and a copy per address would hide the
+cc addresses from each other), so it is unsupported, with or without bcc.
+
 What SendGrid cannot carry raises `UnsupportedFeature` before any request:
 raw MIME without a parsed body, an empty subject or body (SendGrid requires
-both unless a template provides them), more than 1000 recipients, an address
-twice among to/cc/bcc, more than 10 distinct tags or a tag over 255
-characters, metadata of 10,000 bytes or more, a header SendGrid reserves,
-an empty attachment, and a request over 30 MB. The idempotency key has no
-SendGrid counterpart and is not sent.
+both unless a template provides them), cc without a To recipient, more than
+1000 recipients, an address twice among to/cc/bcc, more than 10 distinct tags
+or a tag over 255 characters, metadata of 10,000 bytes or more, a header
+SendGrid reserves, an empty attachment, and a request over 30 MB. SendGrid's
+Mail Send takes no idempotency key: neither the message id nor the caller's
+key is sent, and a retry after an ambiguous attempt may be sent twice.
 
 Display names in to/cc/bcc that contain `,` or `;` are sent double-quoted:
 SendGrid builds those headers without quoting and would split the name into
@@ -122,7 +131,7 @@ class SendGridVendor(HttpVendor):
         #: Wall clock (X-RateLimit-Reset is an epoch second); tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = orjson.dumps(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
@@ -183,18 +192,15 @@ def _payload(message: Message) -> dict[str, Any]:
     ]
     if not content:
         raise UnsupportedFeature("no text or HTML body: SendGrid requires content")
-    _check_recipients(message)
-    personalization: dict[str, Any] = {"to": _recipients(message.to)}
-    if message.cc:
-        personalization["cc"] = _recipients(message.cc)
-    if message.bcc:
-        personalization["bcc"] = _recipients(message.bcc)
+    personalizations = _personalizations(message)
     if message.metadata:
-        # Per personalization rather than top level: same effect with one
-        # personalization, and the official schema types it as an object only here.
-        personalization["custom_args"] = _custom_args(message.metadata)
+        # Per personalization rather than top level: the same effect, and the official
+        # schema types it as an object only here.
+        custom_args = _custom_args(message.metadata)
+        for personalization in personalizations:
+            personalization["custom_args"] = custom_args
     payload: dict[str, Any] = {
-        "personalizations": [personalization],
+        "personalizations": personalizations,
         "from": _address(message.sender),
         "subject": message.subject,
         "content": content,
@@ -210,6 +216,24 @@ def _payload(message: Message) -> dict[str, Any]:
     if message.tags:
         payload["categories"] = _categories(message.tags)
     return payload
+
+
+def _personalizations(message: Message) -> list[dict[str, Any]]:
+    """One personalization for a message with To; one per address for a bcc-only one."""
+    _check_recipients(message)
+    if not message.to:
+        if message.cc:
+            raise UnsupportedFeature(
+                "cc without a To recipient: SendGrid requires a to in every personalization,"
+                " and a copy for each cc address would hide them from each other"
+            )
+        return [{"to": _recipients((address,))} for address in message.bcc]
+    personalization: dict[str, Any] = {"to": _recipients(message.to)}
+    if message.cc:
+        personalization["cc"] = _recipients(message.cc)
+    if message.bcc:
+        personalization["bcc"] = _recipients(message.bcc)
+    return [personalization]
 
 
 def _check_recipients(message: Message) -> None:

@@ -17,6 +17,10 @@ id longer than SES takes, or an attached `message/rfc822` (which must not be bas
 Raw carries all of these faithfully, so none of them is unsupported. Display names go
 out as `Name <addr>`, RFC 2047-encoded when not ASCII, as SES requires.
 
+A message without To (cc and/or bcc only) goes as it is: `Destination` takes any of
+its three lists alone, SES writes no Bcc header from `BccAddresses`, and in Raw the
+MIME never has one (a bcc-only message says `To: undisclosed-recipients:;`).
+
 Tags and metadata become `EmailTags`, which SES returns in every event it publishes:
 each metadata entry as `{Name: key, Value: value}` and each tag as
 `{Name: tag, Value: "true"}` (SES tags are pairs; a tag's presence is its meaning).
@@ -70,7 +74,9 @@ What SES cannot carry raises `UnsupportedFeature` before any request: more than 
 recipients, an address whose local part is not ASCII (SES has no SMTPUTF8; IDN domains
 go out in punycode), an attachment with an extension SES refuses, a tag or metadata
 entry outside SES's tag rules (or a tag named like a metadata key), and a request over
-40 MB. The idempotency key has no SES counterpart and is not sent.
+40 MB. SendEmail takes no idempotency key (botocore's model has no idempotency token for
+it): neither the message id nor the caller's key is sent, and a retry after an ambiguous
+attempt may be sent twice.
 """
 
 from __future__ import annotations
@@ -165,20 +171,20 @@ class SesVendor(HttpVendor):
         #: Wall clock: the SigV4 signing time and the Date of rendered MIME; tests pin it.
         self.clock: Callable[[], float] = time.time
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         try:
             if isinstance(self._credentials, RefreshableCredentials) and (
                 self._credentials.refresh_needed()
             ):
                 # Refreshing calls STS or the instance metadata service: not on the loop.
                 await asyncio.to_thread(self._credentials.get_frozen_credentials)
-            return await super().send(message, timeout)
+            return await super().send(message, timeout, message_id)
         except BotoCoreError as err:
             return AttemptResult(
                 Outcome.VENDOR_CONFIG, reason=f"AWS credentials could not be refreshed: {err}"
             )
 
-    def build_request(self, message: Message) -> HttpRequest:
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
         now = self.clock()
         body = orjson.dumps(_payload(message, now))
         if len(body) > MAX_REQUEST_BYTES:

@@ -8,8 +8,8 @@ exceptions to outcomes.
 
 What the relay's session cannot carry is `UnsupportedFeature` after EHLO, with nothing
 sent: 8-bit content without 8BITMIME, addresses or headers that need SMTPUTF8 without
-it, and a message above the relay's SIZE limit. The idempotency key itself has no SMTP
-counterpart beyond the Message-ID.
+it, and a message above the relay's SIZE limit. SMTP takes no idempotency key; the
+Message-ID, derived from mailmux's message id, is what receivers deduplicate by.
 
 Connections are pooled: up to `pool_size` connected, authenticated sessions, reused one
 message at a time. No NOOP or RSET probe before reuse (it would cost a round trip per
@@ -98,9 +98,9 @@ class SmtpVendor(Vendor):
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
 
-    async def send(self, message: Message, timeout: float) -> AttemptResult:
+    async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
         try:
-            envelope = build_envelope(message)
+            envelope = build_envelope(message, message_id)
         except UnsupportedFeature as err:
             return AttemptResult(Outcome.UNSUPPORTED, reason=str(err))
         progress = _Progress()

@@ -4,8 +4,10 @@ does the I/O.
 
 An envelope is MAIL FROM the sender, RCPT TO every to/cc/bcc address (each once; Bcc is
 never in the headers, `render_mime` leaves it out), then DATA with the message's MIME
-(`raw_mime` as it came, else `render_mime`). Tags and metadata are `UnsupportedFeature`:
-a plain SMTP relay has no standard place for them (an ESP-specific header would reach
+(`raw_mime` as it came, else `render_mime`). A message without To needs nothing else:
+the envelope carries its recipients, and a bcc-only one says
+`To: undisclosed-recipients:;`. Tags and metadata are `UnsupportedFeature`: a plain
+SMTP relay has no standard place for them (an ESP-specific header would reach
 recipients of other relays).
 
 How the relay's answers (and, in `mailmux.vendors.smtp`, the connection's failures) are
@@ -62,17 +64,15 @@ before DATA                timeout, drop     retriable: no content was sent.
 
 Vendor message id: the relay's queue id from the final reply ("queued as 4BqX",
 "id=1qX-0A", Amazon SES's "Ok 0100…", Sendmail's "<id> Message accepted"), else the
-Message-ID of the MIME (without angle brackets). Mailmux writes that Message-ID itself:
-derived from the idempotency key when the message has one, so every attempt — through
-this vendor or another SMTP vendor — carries the same Message-ID and receivers that
-drop duplicates by Message-ID see one message after an ambiguous attempt was retried;
-random per attempt otherwise. A `raw_mime` message keeps its own Message-ID.
+Message-ID of the MIME (without angle brackets). Mailmux writes that Message-ID itself,
+from mailmux's message id: every attempt and retry of one message — through this vendor
+or another SMTP vendor — carries the same Message-ID, so receivers that drop duplicates
+by Message-ID see one message after an ambiguous attempt was retried (SMTP has no
+idempotency key of its own). A `raw_mime` message keeps its own Message-ID.
 """
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,8 +132,10 @@ class Refusal:
         return f"{self.recipient} ({self.code} {self.text})"
 
 
-def build_envelope(message: Message, *, now: float | None = None) -> Envelope:
-    """Message → the transaction. Raises UnsupportedFeature for what SMTP cannot carry."""
+def build_envelope(message: Message, message_id: str, *, now: float | None = None) -> Envelope:
+    """Message → the transaction. Raises UnsupportedFeature for what SMTP cannot carry.
+
+    `message_id` is mailmux's id of the message; the Message-ID header derives from it."""
     if message.tags:
         raise UnsupportedFeature("tags: a plain SMTP relay has no standard place for them")
     if message.metadata:
@@ -141,12 +143,13 @@ def build_envelope(message: Message, *, now: float | None = None) -> Envelope:
     recipients = tuple(
         dict.fromkeys(_smtp_address(a.email) for a in (*message.to, *message.cc, *message.bcc))
     )
+    header_id: str | None
     if message.raw_mime is None:
-        message_id: str | None = stable_message_id(message)
-        content = render_mime(message, message_id=message_id, now=now)
+        header_id = stable_message_id(message, message_id)
+        content = render_mime(message, message_id=header_id, now=now)
     else:
         content = message.raw_mime
-        message_id = _header_message_id(content)
+        header_id = _header_message_id(content)
     content = _LINE_END.sub(b"\r\n", content)
     if not content.endswith(b"\r\n"):
         content += b"\r\n"
@@ -156,20 +159,16 @@ def build_envelope(message: Message, *, now: float | None = None) -> Envelope:
         sender=sender,
         recipients=recipients,
         content=content,
-        message_id=message_id,
+        message_id=header_id,
         smtputf8=not (sender.isascii() and all(r.isascii() for r in recipients) and head.isascii()),
         eight_bit=not content.isascii(),
     )
 
 
-def stable_message_id(message: Message) -> str:
-    """The Message-ID (without brackets) mailmux writes: one per idempotency key, so that
-    retries of one message share it; random when the message has no key."""
-    domain = ascii_domain(message.sender.email)
-    if message.idempotency_key is None:
-        return email.utils.make_msgid(domain=domain).strip("<>")
-    digest = hashlib.sha256(message.idempotency_key.encode()).hexdigest()[:32]
-    return f"{digest}.mailmux@{domain}"
+def stable_message_id(message: Message, message_id: str) -> str:
+    """The Message-ID (without brackets) mailmux writes for `message`: its mailmux message
+    id at the sender's domain, the same on every attempt and retry of the message."""
+    return f"{message_id}.mailmux@{ascii_domain(message.sender.email)}"
 
 
 def queue_id(reply_text: str) -> str | None:

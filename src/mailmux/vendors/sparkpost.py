@@ -65,14 +65,23 @@ How the Message maps, and the choices made:
   recipient's unsubscribe from bulk mail also stops this message.
 - A message with `raw_mime` goes as `content.email_rfc822`, unchanged; recipients,
   tags, metadata and options still come from the Message.
-- The idempotency key has no SparkPost counterpart and is not sent.
+- A message without a To recipient (cc and/or bcc only) goes as `email_rfc822` too,
+  rendered by `mailmux.mime`: SparkPost writes each copy's To header itself (the
+  recipient's own address unless `header_to` says otherwise), so a cc-only message
+  would show each cc recipient in To as well as in Cc. The MIME keeps the headers as
+  composed — Cc, or
+  `To: undisclosed-recipients:;` when there is only bcc, and never Bcc — and every
+  address is a recipient without `header_to`, the way SparkPost's own RFC 822 sending
+  example takes To, Cc and Bcc apart.
+- SparkPost takes no idempotency key: neither the message id nor the caller's key is
+  sent, and a retry after an ambiguous attempt may be sent twice.
 
-What SparkPost cannot carry raises `UnsupportedFeature` before any request: a message
-without a To recipient (unless it is raw MIME), an empty subject or no text/HTML body
-(unless raw MIME), raw MIME that is not UTF-8, `{{` in a subject, header or display
-name, more than 10 distinct tags (SparkPost ignores the rest), metadata over 10 KB, an
-attachment filename or inline content id over 255 bytes, two inline images with one
-content id, an inline attachment without a content id, and a request over 20 MB.
+What SparkPost cannot carry raises `UnsupportedFeature` before any request: an empty
+subject or no text/HTML body (unless sent as MIME), MIME that is not UTF-8, `{{` in a
+subject, header or display name, more than 10 distinct tags (SparkPost ignores the
+rest), metadata over 10 KB, an attachment filename or inline content id over 255 bytes,
+two inline images with one content id, an inline attachment without a content id, and
+a request over 20 MB.
 """
 
 from __future__ import annotations
@@ -89,6 +98,7 @@ import orjson
 
 from mailmux.addresses import ascii_email
 from mailmux.message import Address, Attachment, Message
+from mailmux.mime import render_mime
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -138,11 +148,12 @@ class SparkPostVendor(HttpVendor):
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
-        #: Wall clock (Retry-After may be an HTTP date); tests replace it.
+        #: Wall clock (Retry-After may be an HTTP date; the Date of a message rendered to
+        #: MIME); tests replace it.
         self.clock: Callable[[], float] = time.time
 
-    def build_request(self, message: Message) -> HttpRequest:
-        body = orjson.dumps(_payload(message))
+    def build_request(self, message: Message, message_id: str) -> HttpRequest:
+        body = orjson.dumps(_payload(message, self.clock()))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; SparkPost takes at most 20 MB"
@@ -198,9 +209,13 @@ _CONFIG_REASONS = {
 # -- Message → request -------------------------------------------------------------
 
 
-def _payload(message: Message) -> dict[str, Any]:
+def _payload(message: Message, now: float) -> dict[str, Any]:
     """The transmission; empty fields are left out, never sent as empty values."""
-    recipients = _recipients(message)
+    raw = message.raw_mime
+    if raw is None and not message.to:  # see the module docstring
+        _check_header_text(message)
+        raw = render_mime(message, now=now)
+    recipients = _recipients(message, header_to=raw is None)
     tags = _tags(message.tags)
     if tags:
         for recipient in recipients:
@@ -212,35 +227,32 @@ def _payload(message: Message) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "options": options,
         "recipients": recipients,
-        "content": _content(message),
+        "content": _content(message) if raw is None else {"email_rfc822": _rfc822(raw)},
     }
     if message.metadata:
         payload["metadata"] = _metadata(message.metadata)
     return payload
 
 
-def _recipients(message: Message) -> list[dict[str, Any]]:
+def _recipients(message: Message, *, header_to: bool) -> list[dict[str, Any]]:
+    """Every recipient; with `header_to` (content built by SparkPost, which writes each
+    copy's To header), each of several shows the whole To list. MIME has its own."""
     everyone = (*message.to, *message.cc, *message.bcc)
-    header_to = None
-    if message.raw_mime is None:  # raw MIME carries its own To header
-        if not message.to:
-            raise UnsupportedFeature("no To recipient: SparkPost needs one to write the To header")
-        if len(everyone) > 1:
-            header_to = ", ".join(_header_address(a) for a in message.to)
+    shown_to = None
+    if header_to and len(everyone) > 1:
+        shown_to = ", ".join(_header_address(a) for a in message.to)
     recipients = []
     for address in everyone:
         entry = {"email": _wire_email(address)}
         if address.name:
             entry["name"] = address.name
-        if header_to is not None:
-            entry["header_to"] = header_to
+        if shown_to is not None:
+            entry["header_to"] = shown_to
         recipients.append({"address": entry})
     return recipients
 
 
 def _content(message: Message) -> dict[str, Any]:
-    if message.raw_mime is not None:
-        return {"email_rfc822": _rfc822(message.raw_mime)}
     if not message.subject:
         raise UnsupportedFeature("empty subject: SparkPost requires content.subject")
     if not (message.text or message.html):
