@@ -119,7 +119,7 @@ async def test_cc_without_to_is_unsupported_without_a_request(bcc: tuple[Address
     message = rich_message(to=(), bcc=bcc)
     result = await vendor(transport).send(message, timeout=5.0, message_id=MESSAGE_ID)
     assert result.outcome is Outcome.UNSUPPORTED
-    assert result.reason.startswith("brevo: cc without a To recipient: ")
+    assert result.reason.startswith("cc without a To recipient: ")
     assert transport.calls == []
 
 

@@ -303,7 +303,7 @@ async def test_accept_keeps_the_message_though_the_answer_goes_wrong(
     outcome: Outcome,
 ) -> None:
     await set_faults(http, emulator.port, faults)
-    result = await vendor.send(message(), 0.3)
+    result = await vendor.send(message(), 0.3, MESSAGE_ID)
     assert result.outcome is outcome
     assert len(emulator.messages) == 1
 
@@ -312,7 +312,7 @@ async def test_without_accept_a_faulted_request_is_not_kept(
     emulator: Emulator, vendor: SendGridVendor, http: aiohttp.ClientSession
 ) -> None:
     await set_faults(http, emulator.port, {"reset": True})
-    assert (await vendor.send(message(), TIMEOUT)).outcome is Outcome.AMBIGUOUS
+    assert (await vendor.send(message(), TIMEOUT, MESSAGE_ID)).outcome is Outcome.AMBIGUOUS
     assert emulator.messages == []
 
 

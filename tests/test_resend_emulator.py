@@ -120,7 +120,7 @@ async def test_a_message_without_to_is_unsupported_and_never_reaches_resend(
 ) -> None:
     result = await vendor.send(numbered_message(to=(), cc=()), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.UNSUPPORTED
-    assert result.reason.startswith("resend: no To recipient")
+    assert result.reason.startswith("no To recipient")
     assert emulator.messages == []
 
 

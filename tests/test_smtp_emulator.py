@@ -313,7 +313,7 @@ async def test_accept_keeps_the_message_though_the_reply_is_an_error(
     emulator: SmtpEmulator, vendor: SmtpVendor
 ) -> None:
     emulator.set_faults(Faults(status=503, accept=True))
-    result = await vendor.send(message(), TIMEOUT)
+    result = await vendor.send(message(), TIMEOUT, MESSAGE_ID)
     assert result.outcome is Outcome.RETRIABLE
     assert len(emulator.messages) == 1
 

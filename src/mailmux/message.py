@@ -435,5 +435,3 @@ def _message_from(
 
 def _address_out(address: Address) -> list[str | None]:
     return [address.email, address.name]
-
-
