@@ -25,7 +25,7 @@ from server_kit import (
     running,
 )
 
-from mailmux.ingress.server import LOG_LINES, fit_file_limit
+from mailmux.ingress.listener import LOG_LINES, fit_file_limit
 
 KEY = "mm-live-7f3a9c2e41d8b6"
 AUTH = f"Authorization: Bearer {KEY}"

@@ -18,7 +18,8 @@ from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
 from mailmux.ingress.api import ApiContext, build_api_app
-from mailmux.ingress.server import Listener, ServerLimits, fit_file_limit
+from mailmux.ingress.listener import Listener, fit_file_limit
+from mailmux.ingress.server import ServerLimits
 from mailmux.message import MessageLimits
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
