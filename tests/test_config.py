@@ -90,6 +90,9 @@ def test_defaults_of_every_section() -> None:
         "max_attachment_bytes": 26214400,
         "max_recipients": 1000,
         "max_request_bytes": 36000000,
+        "header_timeout": 15.0,
+        "body_timeout": 60.0,
+        "max_connections": 4096,
     }
     assert config.delivery.attempt_timeout == 10.0
     assert config.delivery.ambiguous == {"default": "resend"}
@@ -170,6 +173,9 @@ limits:
   max_attachment_bytes: 512KB
   max_recipients: 50
   max_request_bytes: 14MB
+  header_timeout: 5
+  body_timeout: 120
+  max_connections: 512
 delivery:
   attempt_timeout: 4.5
   ambiguous: {default: assume_sent, otp: resend}
@@ -218,6 +224,9 @@ def test_full_file_sets_every_value(tmp_path: Path) -> None:
         "max_attachment_bytes": 512_000,
         "max_recipients": 50,
         "max_request_bytes": 14_000_000,
+        "header_timeout": 5.0,
+        "body_timeout": 120.0,
+        "max_connections": 512,
     }
     assert config.delivery.attempt_timeout == 4.5
     assert config.delivery.ambiguous == {"default": "assume_sent", "otp": "resend"}
@@ -541,6 +550,9 @@ def test_override_below_a_single_value_or_with_an_empty_level_is_an_error(tmp_pa
             "(got '25 megs')",
         ),
         ("limits.max_recipients", 0, "limits.max_recipients: must be ≥ 1 (got 0)"),
+        ("limits.header_timeout", 0, "limits.header_timeout: must be > 0 (got 0)"),
+        ("limits.body_timeout", "soon", "limits.body_timeout: must be a number (got 'soon')"),
+        ("limits.max_connections", 0, "limits.max_connections: must be ≥ 1 (got 0)"),
         (
             "delivery.ambiguous",
             {"otp": "guess"},

@@ -18,6 +18,8 @@ from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
 from mailmux.ingress.api import ApiContext, build_api_app
+from mailmux.ingress.listener import Listener, fit_file_limit
+from mailmux.ingress.server import ServerLimits
 from mailmux.message import MessageLimits
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
@@ -94,6 +96,7 @@ class App:
             owner=config.node_id,
         )
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self._retrier_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -125,16 +128,30 @@ class App:
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         self._runner = web.AppRunner(self._api(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.config.listen_host, self.config.listen_port, backlog=1024
+        lim = self.config.limits
+        files = fit_file_limit(lim.max_connections)
+        if files is not None:
+            log.warning(
+                "limits.max_connections is %d but this process may open only %d files: "
+                "connections beyond that fail when accepted; raise the limit (ulimit -n)",
+                lim.max_connections,
+                files,
+            )
+        self._listener = Listener(
+            self._runner,
+            ServerLimits(
+                header_timeout=lim.header_timeout,
+                body_timeout=lim.body_timeout,
+                max_connections=lim.max_connections,
+            ),
         )
-        await site.start()
-        server = site._server  # the bound port, when the config asked for port 0
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        await self._listener.start(self.config.listen_host, self.config.listen_port)
+        self.port = self._listener.port  # the bound port, when the config asked for port 0
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish, then flush the store."""
+        if self._listener is not None:
+            await self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._retrier_task is not None:

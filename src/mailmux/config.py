@@ -242,12 +242,21 @@ class _Section(BaseModel):
 
 
 class Limits(_Section):
-    """Sizes refused at ingress, before any vendor is bothered."""
+    """Sizes refused at ingress, before any vendor is bothered, and the HTTP server's bounds.
+
+    The timeouts and the connection cap keep a client that sends slowly, or
+    not at all, from holding the server's connections and memory for ever.
+    """
 
     max_message_bytes: ByteSize = 25 * 2**20
     max_attachment_bytes: ByteSize = 25 * 2**20
     max_recipients: Count = 1000
     max_request_bytes: ByteSize = 36_000_000  # base64 makes a message ~4/3 larger in JSON
+    # From connection open, or from the previous response on a keep-alive connection.
+    header_timeout: Seconds = 15.0
+    # From the end of the headers; 60 s lets the largest body arrive at 600 kB/s.
+    body_timeout: Seconds = 60.0
+    max_connections: Count = 4096  # beyond it, new connections are refused at once
 
     @model_validator(mode="after")
     def _request_holds_a_message(self) -> Limits:
