@@ -1,0 +1,249 @@
+"""Streamed request bodies (`vendors/body.py`) and how the aiohttp transport sends them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from mailmux.vendors import body as body_module
+from mailmux.vendors.base import (
+    AiohttpTransport,
+    HttpRequest,
+    StreamedPayload,
+    _exact_size,
+)
+from mailmux.vendors.body import (
+    CHUNK,
+    STREAM_FROM,
+    Base64View,
+    StreamedBody,
+    joined,
+    json_body,
+    sha256_hex,
+)
+
+LARGE = os.urandom(3 * CHUNK + 1000)  # several chunks and a ragged end
+
+
+def wire(body: bytes | StreamedBody) -> bytes:
+    """The bytes a body puts on the wire."""
+    return body if isinstance(body, bytes) else b"".join(body.chunks())
+
+
+def old_json(payload: Any) -> bytes:
+    """What the vendors built before: each view's base64 text in the payload, then orjson."""
+    return orjson.dumps(
+        payload,
+        default=lambda v: base64.b64encode(v.data).decode("ascii"),
+    )
+
+
+# -- Base64View and StreamedBody ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 2, 3, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + 2, 2 * CHUNK, 3 * CHUNK + 1000]
+)
+def test_a_view_encodes_chunk_by_chunk_to_the_whole_base64(size: int) -> None:
+    data = LARGE[:size]
+    view = Base64View(data)
+    chunks = list(view.chunks())
+    assert b"".join(chunks) == base64.b64encode(data)
+    assert len(view) == len(base64.b64encode(data))
+    assert all(len(c) <= CHUNK // 3 * 4 for c in chunks)
+    assert len(chunks) == -(-size // CHUNK)
+
+
+def test_a_body_is_its_parts_in_order_and_its_length_is_exact() -> None:
+    body = StreamedBody([b'{"a":"', Base64View(LARGE), b'","b":', LARGE, b"}"])
+    expected = b'{"a":"' + base64.b64encode(LARGE) + b'","b":' + LARGE + b"}"
+    assert wire(body) == expected
+    assert len(body) == body.size == len(expected)
+
+
+def test_a_large_bytes_part_is_sent_as_slices_of_itself_not_copies() -> None:
+    body = StreamedBody([b"head", LARGE])
+    chunks = list(body.chunks())
+    assert chunks[0] == b"head"
+    slices = chunks[1:]
+    assert all(isinstance(c, memoryview) and c.obj is LARGE for c in slices)
+    assert all(len(c) <= CHUNK for c in slices)
+
+
+def test_a_body_can_be_read_again_from_the_start() -> None:
+    body = StreamedBody([b"x", Base64View(LARGE), LARGE])
+    assert wire(body) == wire(body)
+
+
+def test_the_hash_is_that_of_the_bytes_on_the_wire() -> None:
+    body = StreamedBody([b"x", Base64View(LARGE), LARGE])
+    assert sha256_hex(body) == hashlib.sha256(wire(body)).hexdigest()
+    assert sha256_hex(b"small") == hashlib.sha256(b"small").hexdigest()
+
+
+# -- json_body ------------------------------------------------------------------------------
+
+
+def test_without_views_json_body_is_orjsons_own_output() -> None:
+    payload = {"subject": "Grüße ✓", "to": [{"email": "a@example.com"}], "n": 1}
+    assert json_body(payload) == orjson.dumps(payload)
+
+
+def test_small_views_are_written_inline_as_before() -> None:
+    payload = {"attachments": [{"content": Base64View(b"%PDF-1.4"), "name": "a.pdf"}]}
+    built = json_body(payload)
+    assert isinstance(built, bytes)
+    assert built == old_json(payload)
+
+
+def test_a_large_view_is_streamed_from_the_attachment_itself() -> None:
+    payload = {
+        "subject": "big",
+        "attachments": [
+            {"content": Base64View(b"tiny"), "name": "first.txt"},
+            {"content": Base64View(LARGE), "name": "big.bin"},
+        ],
+        "tail": "after",
+    }
+    built = json_body(payload)
+    assert isinstance(built, StreamedBody)
+    assert wire(built) == old_json(payload)
+    assert len(built) == len(old_json(payload))
+    # The small view went inline; the large one is a part, over the very same bytes.
+    (view,) = [p for p in built.parts if isinstance(p, Base64View)]
+    assert view.data is LARGE
+
+
+def test_views_stream_once_the_inlined_ones_add_up_to_the_threshold() -> None:
+    piece = os.urandom(STREAM_FROM // 4)
+    payload = [Base64View(piece) for _ in range(6)]
+    built = json_body(payload)
+    assert isinstance(built, StreamedBody)
+    streamed = [p for p in built.parts if isinstance(p, Base64View)]
+    assert len(streamed) == 3  # the first three add up to 3/4 of it; the fourth reaches it
+    assert wire(built) == old_json(payload)
+
+
+def test_what_json_cannot_hold_still_fails_as_with_orjson() -> None:
+    with pytest.raises(TypeError):
+        json_body({"when": object()})
+
+
+def test_content_that_holds_the_placeholder_is_refused_rather_than_misplaced() -> None:
+    payload = {"text": body_module._PLACEHOLDER, "a": Base64View(LARGE)}
+    with pytest.raises(ValueError, match="placeholder"):
+        json_body(payload)
+
+
+# -- joined (multipart bodies) -----------------------------------------------------------
+
+
+def test_a_small_body_is_joined_into_bytes() -> None:
+    assert joined([b"--b\r\n", b"content", b"\r\n--b--\r\n"]) == b"--b\r\ncontent\r\n--b--\r\n"
+
+
+def test_a_large_body_keeps_its_parts_as_they_are() -> None:
+    parts = [b"--b\r\nheaders\r\n\r\n", LARGE, b"\r\n--b--\r\n"]
+    built = joined(parts)
+    assert isinstance(built, StreamedBody)
+    assert built.parts[1] is LARGE
+    assert wire(built) == b"".join(parts)
+
+
+def test_a_single_large_part_stays_the_bytes_it_is() -> None:
+    assert joined([LARGE]) is LARGE
+
+
+# -- the send path: exact size and the aiohttp payload ------------------------------------
+
+
+def test_only_a_bytes_body_is_copied_to_its_exact_size() -> None:
+    streamed = HttpRequest("POST", "http://x", {}, StreamedBody([b"a", LARGE]))
+    assert _exact_size(streamed) is streamed
+    small = HttpRequest("POST", "http://x", {}, orjson.dumps({"a": 1}))
+    copied = _exact_size(small)
+    assert copied.body == small.body and copied.body is not small.body
+
+
+class RecordingWriter:
+    """Enough of aiohttp's stream writer for a payload: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes | memoryview) -> None:
+        self.chunks.append(bytes(chunk))
+
+
+async def test_the_payload_writes_the_whole_body_each_time_it_is_written() -> None:
+    body = StreamedBody([b"{", Base64View(LARGE), LARGE, b"}"])
+    payload = StreamedPayload(body)
+    assert payload.size == len(body)
+    first, second = RecordingWriter(), RecordingWriter()
+    await payload.write_with_length(first, None)  # type: ignore[arg-type]
+    await payload.write(second)  # type: ignore[arg-type]
+    assert b"".join(first.chunks) == b"".join(second.chunks) == wire(body)
+    assert not payload.consumed
+
+
+async def test_the_payload_stops_at_the_length_it_is_given() -> None:
+    body = StreamedBody([b"{", Base64View(LARGE), b"}"])
+    writer = RecordingWriter()
+    await StreamedPayload(body).write_with_length(writer, CHUNK + 7)  # type: ignore[arg-type]
+    assert b"".join(writer.chunks) == wire(body)[: CHUNK + 7]
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A server on 127.0.0.1 that records each request's framing headers and body."""
+    seen: list[dict[str, Any]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(
+            {
+                "content-length": request.headers.get("Content-Length"),
+                "transfer-encoding": request.headers.get("Transfer-Encoding"),
+                "content-type": request.headers.get("Content-Type"),
+                "body": await request.read(),
+            }
+        )
+        return web.Response(status=202)
+
+    app = web.Application(client_max_size=64 * 2**20)
+    app.router.add_post("/send", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/send", seen
+    await runner.cleanup()
+
+
+async def test_a_streamed_request_carries_its_exact_length_and_can_be_sent_again(
+    echo: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = echo
+    body = StreamedBody([b'{"content":"', Base64View(LARGE), b'","raw":"', LARGE, b'"}'])
+    request = HttpRequest("POST", url, {"Content-Type": "application/json"}, body)
+    transport = AiohttpTransport()
+    try:
+        for _ in range(2):  # a retry sends the same request object again
+            response = await transport(request, timeout=10.0)
+            assert response.status == 202
+    finally:
+        await transport.close()
+    assert len(seen) == 2
+    for received in seen:
+        assert received["body"] == wire(body)
+        assert received["content-length"] == str(len(wire(body)))
+        assert received["transfer-encoding"] is None
+        assert received["content-type"] == "application/json"
+
