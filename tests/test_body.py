@@ -24,6 +24,7 @@ from mailmux.vendors.body import (
     STREAM_FROM,
     Base64View,
     StreamedBody,
+    base64_text,
     joined,
     json_body,
     sha256_hex,
@@ -38,7 +39,7 @@ def wire(body: bytes | StreamedBody) -> bytes:
 
 
 def old_json(payload: Any) -> bytes:
-    """What the vendors built before: each view's base64 text in the payload, then orjson."""
+    """What the vendors built before: each view's base64 string in the payload, then orjson."""
     return orjson.dumps(
         payload,
         default=lambda v: base64.b64encode(v.data).decode("ascii"),
@@ -88,7 +89,22 @@ def test_the_hash_is_that_of_the_bytes_on_the_wire() -> None:
     assert sha256_hex(b"small") == hashlib.sha256(b"small").hexdigest()
 
 
-# -- json_body ------------------------------------------------------------------------------
+# -- base64_text and json_body -----------------------------------------------------------
+
+
+def test_a_small_attachment_is_its_base64_string_as_before() -> None:
+    text = base64_text(b"%PDF-1.4")
+    assert text == base64.b64encode(b"%PDF-1.4").decode("ascii")
+    just_under = os.urandom(STREAM_FROM - 1)
+    assert base64_text(just_under) == base64.b64encode(just_under).decode("ascii")
+
+
+def test_a_large_attachment_is_a_view_over_its_own_bytes() -> None:
+    at_threshold = LARGE[:STREAM_FROM]
+    view = base64_text(at_threshold)
+    assert isinstance(view, Base64View) and view.data is at_threshold
+    big = base64_text(LARGE)
+    assert isinstance(big, Base64View) and big.data is LARGE
 
 
 def test_without_views_json_body_is_orjsons_own_output() -> None:
@@ -96,19 +112,13 @@ def test_without_views_json_body_is_orjsons_own_output() -> None:
     assert json_body(payload) == orjson.dumps(payload)
 
 
-def test_small_views_are_written_inline_as_before() -> None:
-    payload = {"attachments": [{"content": Base64View(b"%PDF-1.4"), "name": "a.pdf"}]}
-    built = json_body(payload)
-    assert isinstance(built, bytes)
-    assert built == old_json(payload)
-
-
-def test_a_large_view_is_streamed_from_the_attachment_itself() -> None:
+def test_a_payload_with_views_is_streamed_from_the_attachments_themselves() -> None:
     payload = {
         "subject": "big",
         "attachments": [
-            {"content": Base64View(b"tiny"), "name": "first.txt"},
-            {"content": Base64View(LARGE), "name": "big.bin"},
+            {"content": base64_text(b"tiny"), "name": "first.txt"},
+            {"content": base64_text(LARGE), "name": "big.bin"},
+            {"content": Base64View(b"x"), "name": "last.txt"},
         ],
         "tail": "after",
     }
@@ -116,24 +126,16 @@ def test_a_large_view_is_streamed_from_the_attachment_itself() -> None:
     assert isinstance(built, StreamedBody)
     assert wire(built) == old_json(payload)
     assert len(built) == len(old_json(payload))
-    # The small view went inline; the large one is a part, over the very same bytes.
-    (view,) = [p for p in built.parts if isinstance(p, Base64View)]
-    assert view.data is LARGE
-
-
-def test_views_stream_once_the_inlined_ones_add_up_to_the_threshold() -> None:
-    piece = os.urandom(STREAM_FROM // 4)
-    payload = [Base64View(piece) for _ in range(6)]
-    built = json_body(payload)
-    assert isinstance(built, StreamedBody)
-    streamed = [p for p in built.parts if isinstance(p, Base64View)]
-    assert len(streamed) == 3  # the first three add up to 3/4 of it; the fourth reaches it
-    assert wire(built) == old_json(payload)
+    views = [p for p in built.parts if isinstance(p, Base64View)]
+    assert [v.data for v in views] == [LARGE, b"x"]
+    assert views[0].data is LARGE
 
 
 def test_what_json_cannot_hold_still_fails_as_with_orjson() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="not JSON serializable"):
         json_body({"when": object()})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_body({"a": Base64View(LARGE), "when": object()})
 
 
 def test_content_that_holds_the_placeholder_is_refused_rather_than_misplaced() -> None:
@@ -246,4 +248,3 @@ async def test_a_streamed_request_carries_its_exact_length_and_can_be_sent_again
         assert received["content-length"] == str(len(wire(body)))
         assert received["transfer-encoding"] is None
         assert received["content-type"] == "application/json"
-

@@ -16,9 +16,12 @@ encoded, so the request carries an exact Content-Length (several ESPs and
 proxies refuse chunked uploads). A body is immutable and `chunks()` starts
 afresh on each call, so one request can be sent again on a retry.
 
-Small bodies stay plain `bytes`, built exactly as before: below
-`STREAM_FROM` (64 KiB) a copy costs less than the parts would, and the
-common 8 KB message must not pay for large ones.
+Small bodies stay plain `bytes`, built exactly as before: the common 8 KB
+message must not pay for large ones, and below `STREAM_FROM` (64 KiB) a copy
+costs less than parts would. A JSON vendor writes each attachment with
+`base64_text`, which is the base64 string itself for a small attachment and
+a `Base64View` for one of 64 KiB or more; `json_body` streams a payload only
+when it holds a view. A multipart body (`joined`) is streamed from 64 KiB on.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ import binascii
 import hashlib
 import secrets
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-#: Below this many bytes of attachments (JSON) or of body (multipart), a body is bytes.
+#: Attachments (JSON) or bodies (multipart) of this many bytes or more are streamed.
 STREAM_FROM = 64 * 1024
 #: Bytes of input per written chunk: a multiple of 3, so the base64 of consecutive
 #: chunks joins into the base64 of the whole, without padding in between.
@@ -46,8 +49,7 @@ _PLACEHOLDER_BYTES = _PLACEHOLDER.encode("ascii")
 class Base64View:
     """The base64 text (standard alphabet, padded, no newlines) of `data`, not yet encoded.
 
-    Put one in a payload where the ESP wants an attachment's base64 string;
-    `json_body` writes it as that string. Not a dataclass: orjson would
+    `json_body` writes one as that string. Not a dataclass: orjson would
     serialize a dataclass by itself instead of asking `json_body`.
     """
 
@@ -110,32 +112,47 @@ class StreamedBody:
 Body = bytes | StreamedBody
 
 
+def base64_text(data: bytes) -> str | Base64View:
+    """What a JSON payload holds where the ESP wants `data` as base64: the string itself
+    when `data` is small, else a view that `json_body` streams."""
+    if len(data) < STREAM_FROM:
+        return binascii.b2a_base64(data, newline=False).decode("ascii")
+    return Base64View(data)
+
+
+class _HoldsViews(Exception):
+    """Raised from orjson's `default` on the first Base64View of a payload."""
+
+
+def _refuse_views(value: Any) -> NoReturn:
+    if isinstance(value, Base64View):
+        raise _HoldsViews
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def json_body(payload: Any) -> Body:
     """`orjson.dumps(payload)`, with each `Base64View` in it written as its base64 string.
 
-    Views are written inline while the data inlined so far stays under
-    `STREAM_FROM`: a small message is one bytes object, built as fast as
-    before. Past that, a view is written as a placeholder and orjson's output
-    is split there, the JSON pieces between the views becoming parts of a
-    `StreamedBody`: neither orjson nor a join ever holds those views' text.
+    A payload without views (nearly every message) is written once, as it
+    always was. One with views is written again with a placeholder for each,
+    and orjson's output is split there: the JSON pieces between the views
+    become parts of a `StreamedBody`, so neither orjson nor a join ever holds
+    the views' text.
     """
+    try:
+        return orjson.dumps(payload, default=_refuse_views)
+    except orjson.JSONEncodeError as err:
+        if not isinstance(err.__cause__, _HoldsViews):
+            raise
     views: list[Base64View] = []
-    inlined = 0
 
-    def write_view(value: Any) -> str:
-        nonlocal inlined
-        if not isinstance(value, Base64View):
-            raise TypeError(f"{type(value).__name__} is not JSON serializable")
-        if inlined + len(value.data) < STREAM_FROM:
-            inlined += len(value.data)
-            return binascii.b2a_base64(value.data, newline=False).decode("ascii")
-        views.append(value)  # orjson asks in output order
-        return _PLACEHOLDER
+    def placeholder(value: Any) -> str:
+        if isinstance(value, Base64View):
+            views.append(value)  # orjson asks in output order
+            return _PLACEHOLDER
+        _refuse_views(value)
 
-    written = orjson.dumps(payload, default=write_view)
-    if not views:
-        return written
-    pieces = written.split(_PLACEHOLDER_BYTES)
+    pieces = orjson.dumps(payload, default=placeholder).split(_PLACEHOLDER_BYTES)
     if len(pieces) != len(views) + 1:  # the placeholder turned up in the content itself
         raise ValueError("a JSON payload contains the base64 placeholder")
     parts: list[Part] = [pieces[0]]
