@@ -85,7 +85,6 @@ content id, and an idempotency key Resend would refuse (not 1-256 printable ASCI
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -109,6 +108,7 @@ from mailmux.vendors.base import (
     excerpt,
     retry_after_from,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_TO = 50
 MAX_IDEMPOTENCY_KEY = 256
@@ -156,7 +156,7 @@ class ResendVendor(HttpVendor):
                     "idempotency key: Resend takes 1 to 256 printable ASCII characters"
                 )
             headers = {**headers, "Idempotency-Key": key}
-        return HttpRequest("POST", self._url, headers, orjson.dumps(_payload(message)))
+        return HttpRequest("POST", self._url, headers, json_body(_payload(message)))
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
@@ -302,10 +302,10 @@ def _mailbox(address: Address) -> str:
     return f"{_UTF8.header_encode(name)} <{addr}>"
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
-    entry = {
+def _attachment(attachment: Attachment) -> AttachmentEntry:
+    entry: AttachmentEntry = {
         "filename": attachment.filename,
-        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "content": base64_text(attachment.content),
         "content_type": attachment.content_type,
     }
     if attachment.inline:
