@@ -72,7 +72,7 @@ class Base64View:
 
 #: One part of a streamed body.
 Part = bytes | Base64View
-#: An attachment's JSON object in a vendor payload, its content a Base64View.
+#: An attachment's JSON object in a vendor payload: its content is what `base64_text` gave.
 AttachmentEntry = dict[str, str | Base64View]
 
 
