@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -248,3 +250,44 @@ async def test_a_streamed_request_carries_its_exact_length_and_can_be_sent_again
         assert received["content-length"] == str(len(wire(body)))
         assert received["transfer-encoding"] is None
         assert received["content-type"] == "application/json"
+
+
+async def test_aiohttp_may_write_the_payload_again_on_a_fresh_connection() -> None:
+    # aiohttp resends an idempotent request whose kept-alive connection was dropped
+    # (mailmux's POSTs are never resent that way, but the payload must allow it): the
+    # second request finds its connection closed and goes again on a new one.
+    bodies: list[bytes] = []
+    handlers: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:  # the client closed its pool
+                    return
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                assert length is not None and b"transfer-encoding" not in head.lower()
+                bodies.append(await reader.readexactly(int(length[1])))
+                if len(bodies) == 2:  # hang up instead of answering, as a stale connection does
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    body = StreamedBody([b"{", Base64View(LARGE), LARGE, b"}"])
+    request = HttpRequest("PUT", f"http://127.0.0.1:{port}/", {}, body)
+    transport = AiohttpTransport()
+    try:
+        assert (await transport(request, timeout=10.0)).status == 200
+        assert (await transport(request, timeout=10.0)).status == 200
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.gather(*handlers)
+    assert bodies == [wire(body)] * 3
