@@ -274,9 +274,9 @@ def _exact_size(request: HttpRequest) -> HttpRequest:
     never shrinks it; a body that lives as long as an attempt would then hold
     that slack for every request in flight (measured: ~40 MB at 1,000 in
     flight with 8 KB messages). The copy costs about a microsecond. A
-    streamed body is left alone: its parts are split out of orjson's output
-    (exact copies already) or are the message's own bytes, which must not be
-    copied.
+    streamed body is left alone: its parts are exact already (split out of
+    orjson's output, or joined multipart text) or are the message's own
+    bytes, which must not be copied.
     """
     if isinstance(request.body, StreamedBody):
         return request
