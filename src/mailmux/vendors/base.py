@@ -4,7 +4,9 @@ A vendor module holds one ESP's wire contract as pure functions (Message →
 HttpRequest, HttpResponse → AttemptResult). Everything that touches the
 network lives here, once: the pooled aiohttp session, timeouts, and the map
 from foreign exceptions to outcomes (connect failure → nothing was sent;
-timeout or reset after sending → the ESP may have taken it).
+timeout or reset after sending → the ESP may have taken it). A large body
+(`vendors.body.StreamedBody`) goes out part by part through `StreamedPayload`,
+never joined into one bytes object.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from enum import Enum
 from typing import Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
 
 from mailmux import __version__
 from mailmux.message import Message
+from mailmux.vendors.body import Body, StreamedBody
 
 #: Sent to every ESP: some (Resend) refuse requests without one.
 USER_AGENT = f"mailmux/{__version__}"
@@ -63,12 +67,12 @@ class AttemptResult:
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """A fully built request; `url` is absolute."""
+    """A fully built request; `url` is absolute. `body` is bytes, or parts when large."""
 
     method: str
     url: str
     headers: Mapping[str, str]
-    body: bytes
+    body: Body
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,7 @@ class AiohttpTransport:
                 request.method,
                 request.url,
                 headers=request.headers,
-                data=request.body,
+                data=_payload(request.body),
                 timeout=client_timeout,
             ) as response:
                 body = await response.read()
@@ -171,6 +175,45 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class StreamedPayload(aiohttp.Payload):
+    """A `StreamedBody` as aiohttp sends it: sized up front, written chunk by chunk.
+
+    aiohttp takes `size` as the Content-Length, so nothing is sent chunked.
+    The body is immutable and each write walks it from its start, so the
+    payload is never consumed: aiohttp may write it again on a new connection.
+    """
+
+    _value: StreamedBody
+    _autoclose = True  # holds no file or socket
+
+    def __init__(self, body: StreamedBody) -> None:
+        super().__init__(body)
+        self._size = body.size
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        remaining = self._value.size if content_length is None else content_length
+        for chunk in self._value.chunks():
+            if remaining <= 0:
+                return
+            if len(chunk) > remaining:
+                chunk = memoryview(chunk)[:remaining]
+            remaining -= len(chunk)
+            await writer.write(chunk)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The whole body as text; joins every part, so only for small bodies and debugging."""
+        return b"".join(self._value.chunks()).decode(encoding, errors)
+
+
+def _payload(body: Body) -> bytes | StreamedPayload:
+    return body if isinstance(body, bytes) else StreamedPayload(body)
 
 
 class Vendor(ABC):
@@ -235,13 +278,18 @@ class HttpVendor(Vendor):
 
 
 def _exact_size(request: HttpRequest) -> HttpRequest:
-    """The request with its body copied to an allocation of its own size.
+    """The request with a bytes body copied to an allocation of its own size.
 
     orjson (3.12+) returns its output inside a buffer up to ~8x larger and
     never shrinks it; a body that lives as long as an attempt would then hold
     that slack for every request in flight (measured: ~40 MB at 1,000 in
-    flight with 8 KB messages). The copy costs about a microsecond.
+    flight with 8 KB messages). The copy costs about a microsecond. A
+    streamed body is left alone: its parts are exact already (split out of
+    orjson's output, or joined multipart text) or are the message's own
+    bytes, which must not be copied.
     """
+    if isinstance(request.body, StreamedBody):
+        return request
     return replace(request, body=bytes(memoryview(request.body)))
 
 

@@ -79,7 +79,6 @@ when the message's metadata needs that header.
 
 from __future__ import annotations
 
-import base64
 import email.charset
 import json
 import time
@@ -104,6 +103,7 @@ from mailmux.vendors.base import (
     parse_retry_after,
     retry_after_from,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_NAME_CHARS = 70
 METADATA_HEADER = "X-Mailin-custom"
@@ -152,7 +152,7 @@ class BrevoVendor(HttpVendor):
         self.clock: Callable[[], float] = time.time
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
-        body = orjson.dumps(_payload(message, message_id))
+        body = json_body(_payload(message, message_id))
         return HttpRequest("POST", self._url, self._headers, body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
@@ -264,7 +264,7 @@ def _contact(address: Address) -> dict[str, str]:
     return {"email": address.email, "name": name}
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
+def _attachment(attachment: Attachment) -> AttachmentEntry:
     if attachment.inline:
         raise UnsupportedFeature(
             f"inline attachment {attachment.filename!r}: Brevo has no Content-ID (cid:) support"
@@ -276,7 +276,7 @@ def _attachment(attachment: Attachment) -> dict[str, str]:
             " (pdf, png, txt, …)"
         )
     return {
-        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "content": base64_text(attachment.content),
         "name": attachment.filename,
     }
 

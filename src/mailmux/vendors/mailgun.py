@@ -19,9 +19,11 @@ the envelope: for a MIME message Mailgun wants every To, Cc and Bcc recipient
 there and leaves the headers as they are. One copy reaches them all, and no
 bcc recipient sees another.
 
-The multipart body is encoded here, by hand, as bytes: `build_request` must
-stay a pure, synchronous function, and aiohttp's `FormData` and
-`MultipartWriter` only serialize through an async writer inside a loop.
+The multipart body is encoded here, by hand: `build_request` must stay a
+pure, synchronous function, and aiohttp's `FormData` and `MultipartWriter`
+only serialize through an async writer inside a loop. A small body is one
+bytes object; from 64 KiB on it is a `StreamedBody` whose parts are the
+encoded text and, in between, each file's content as it is (never copied).
 The encoding is the one browsers and `requests` use (RFC 7578): UTF-8
 values, `"`/CR/LF in names and filenames percent-escaped, a random
 128-bit boundary (it cannot occur in the content except by a 2⁻¹²⁸
@@ -87,6 +89,7 @@ from mailmux.vendors.base import (
     fallback_outcome,
     parse_retry_after,
 )
+from mailmux.vendors.body import Body, joined
 
 MAX_RECIPIENTS = 1000
 MAX_TAGS = 10
@@ -288,19 +291,27 @@ def _mailbox(address: Address) -> str:
     return f"{name} <{addr}>"
 
 
-def encode_multipart(fields: Iterable[Field], files: Iterable[FilePart], boundary: str) -> bytes:
-    """A multipart/form-data body (RFC 7578): text fields first, then the file parts."""
+def encode_multipart(fields: Iterable[Field], files: Iterable[FilePart], boundary: str) -> Body:
+    """A multipart/form-data body (RFC 7578): text fields first, then the file parts.
+
+    Each file's content is a part of its own, between the encoded text around
+    it, so a large body goes out without its attachments being copied.
+    """
     dash = f"--{boundary}\r\n".encode("ascii")
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
+    text: list[bytes] = []  # encoded since the last file content
     for name, value in fields:
-        chunks += (dash, _disposition(name, None), b"\r\n", value.encode(), b"\r\n")
+        text += (dash, _disposition(name, None), b"\r\n", value.encode(), b"\r\n")
     for name, filename, content_type, content in files:
-        chunks += (dash, _disposition(name, filename))
+        text += (dash, _disposition(name, filename))
         if content_type:
-            chunks.append(f"Content-Type: {content_type}\r\n".encode())
-        chunks += (b"\r\n", content, b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
-    return b"".join(chunks)
+            text.append(f"Content-Type: {content_type}\r\n".encode())
+        text.append(b"\r\n")
+        parts += (b"".join(text), content)
+        text = [b"\r\n"]
+    text.append(f"--{boundary}--\r\n".encode("ascii"))
+    parts.append(b"".join(text))
+    return joined(parts)
 
 
 def _disposition(name: str, filename: str | None) -> bytes:

@@ -97,6 +97,7 @@ from mailmux.vendors.base import (
     excerpt,
     parse_retry_after,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_RECIPIENTS = 50
 MAX_ITEMS = 50  # Mailjet's cap on each array (Attachments, InlinedAttachments) and on Headers
@@ -137,7 +138,7 @@ class MailjetVendor(HttpVendor):
         self.clock: Callable[[], float] = time.time
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
-        body = orjson.dumps(_body(message))
+        body = json_body(_body(message))
         headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, body)
 
@@ -300,19 +301,19 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str]:
     return dict(headers)
 
 
-def _attachments(attachments: Sequence[Attachment], kind: str) -> list[dict[str, str]]:
+def _attachments(attachments: Sequence[Attachment], kind: str) -> list[AttachmentEntry]:
     if len(attachments) > MAX_ITEMS:
         raise UnsupportedFeature(f"{len(attachments)} {kind}; Mailjet takes at most {MAX_ITEMS}")
-    entries = []
+    entries: list[AttachmentEntry] = []
     for attachment in attachments:
         if not attachment.content:
             raise UnsupportedFeature(
                 f"empty attachment {attachment.filename!r}: Mailjet rejects empty content"
             )
-        entry = {
+        entry: AttachmentEntry = {
             "ContentType": attachment.content_type,
             "Filename": attachment.filename,
-            "Base64Content": base64.b64encode(attachment.content).decode("ascii"),
+            "Base64Content": base64_text(attachment.content),
         }
         if attachment.inline and attachment.content_id:
             entry["ContentID"] = attachment.content_id

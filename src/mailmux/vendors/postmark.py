@@ -55,7 +55,6 @@ retry after an ambiguous attempt may be sent twice.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -77,6 +76,7 @@ from mailmux.vendors.base import (
     fallback_outcome,
     parse_retry_after,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_RECIPIENTS = 50
 MAX_TAG_CHARS = 1000
@@ -135,7 +135,7 @@ class PostmarkVendor(HttpVendor):
         self.clock: Callable[[], float] = time.time
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
-        body = orjson.dumps(_payload(message))
+        body = json_body(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; Postmark takes at most 10 MB"
@@ -224,10 +224,10 @@ def _metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return dict(metadata)
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
-    entry = {
+def _attachment(attachment: Attachment) -> AttachmentEntry:
+    entry: AttachmentEntry = {
         "Name": attachment.filename,
-        "Content": base64.b64encode(attachment.content).decode("ascii"),
+        "Content": base64_text(attachment.content),
         "ContentType": attachment.content_type,
     }
     if attachment.inline and attachment.content_id:

@@ -96,7 +96,6 @@ a content id.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -120,6 +119,7 @@ from mailmux.vendors.base import (
     excerpt,
     retry_after_from,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_TO = 50
 QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
@@ -159,7 +159,7 @@ class ResendVendor(HttpVendor):
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
         headers = {**self._headers, "Idempotency-Key": message_id}
-        return HttpRequest("POST", self._url, headers, orjson.dumps(_payload(message)))
+        return HttpRequest("POST", self._url, headers, json_body(_payload(message)))
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
@@ -305,10 +305,10 @@ def _mailbox(address: Address) -> str:
     return f"{_UTF8.header_encode(name)} <{addr}>"
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
-    entry = {
+def _attachment(attachment: Attachment) -> AttachmentEntry:
+    entry: AttachmentEntry = {
         "filename": attachment.filename,
-        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "content": base64_text(attachment.content),
         "content_type": attachment.content_type,
     }
     if attachment.inline:

@@ -58,7 +58,6 @@ those itself, and quoting them again would show the quotes.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -80,6 +79,7 @@ from mailmux.vendors.base import (
     parse_retry_after,
     retry_after_from,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_RECIPIENTS = 1000
 MAX_CATEGORIES = 10
@@ -132,7 +132,7 @@ class SendGridVendor(HttpVendor):
         self.clock: Callable[[], float] = time.time
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
-        body = orjson.dumps(_payload(message))
+        body = json_body(_payload(message))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; SendGrid takes at most 30 MB"
@@ -271,11 +271,11 @@ def _recipients(addresses: tuple[Address, ...]) -> list[dict[str, str]]:
     return objects
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
+def _attachment(attachment: Attachment) -> AttachmentEntry:
     if not attachment.content:
         raise UnsupportedFeature(f"empty attachment {attachment.filename!r}: SendGrid rejects it")
-    entry = {
-        "content": base64.b64encode(attachment.content).decode("ascii"),
+    entry: AttachmentEntry = {
+        "content": base64_text(attachment.content),
         "filename": attachment.filename,
         "type": attachment.content_type,
         "disposition": "inline" if attachment.inline else "attachment",

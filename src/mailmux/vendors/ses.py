@@ -2,7 +2,10 @@
 request, answer → outcome.
 
 Requests are signed per attempt with botocore's SigV4 signer (signing name `ses`, not
-`sesv2`); only the signing time comes from the vendor's `clock`, so a test can pin it.
+`sesv2`). Two of its inputs come from mailmux: the signing time, from the vendor's
+`clock` so a test can pin it, and the body's SHA-256, hashed over a large body's parts
+as they will be sent so the body is never joined for it (attachments and Raw data are
+base64 encoded while the request is written; see `vendors.body`).
 Credentials are the configured keys, else botocore's default chain (environment, shared
 config, container or instance role), resolved once; refreshable ones are refreshed off
 the event loop when they near expiry, and a failed refresh is vendor_config (nothing
@@ -82,7 +85,6 @@ attempt may be sent twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import re
 import time
@@ -115,6 +117,7 @@ from mailmux.vendors.base import (
     excerpt,
     parse_retry_after,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body, sha256_hex
 
 SIGNING_NAME = "ses"  # SES v2 signs as `ses`; botocore's model calls the service `sesv2`
 PATH = "/v2/email/outbound-emails"
@@ -186,17 +189,17 @@ class SesVendor(HttpVendor):
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
         now = self.clock()
-        body = orjson.dumps(_payload(message, now))
+        body = json_body(_payload(message, now))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; SES takes at most 40 MB per message"
             )
         request = AWSRequest(
-            method="POST", url=self._url, headers={"Content-Type": "application/json"}, data=body
+            method="POST", url=self._url, headers={"Content-Type": "application/json"}
         )
         credentials = self._credentials.get_frozen_credentials()
         timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        _SigV4At(credentials, self._region, timestamp).add_auth(request)
+        _SigV4At(credentials, self._region, timestamp, sha256_hex(body)).add_auth(request)
         return HttpRequest("POST", self._url, dict(request.headers.items()), body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
@@ -221,20 +224,27 @@ class SesVendor(HttpVendor):
 
 
 class _SigV4At(SigV4Auth):  # type: ignore[misc]  # botocore ships no type hints
-    """botocore's SigV4 signer at a given signing time.
+    """botocore's SigV4 signer at a given signing time, over a body hashed beforehand.
 
-    `add_auth` stamps the system time into the request context and then calls this hook
-    before deriving anything from it; replacing the stamp here leaves every other step
-    botocore's own (the golden test checks the X-Amz-Date it produces).
+    `add_auth` stamps the system time into the request context and then calls
+    `_modify_request_before_signing` before deriving anything from it; replacing the
+    stamp there leaves every other step botocore's own (the golden test checks the
+    X-Amz-Date it produces). `payload` is the body's SHA-256, which botocore would compute
+    from a bytes body: given here, a streamed body is hashed chunk by chunk, never joined
+    (an X-Amz-Content-SHA256 header would do the same but add a header to every request).
     """
 
-    def __init__(self, credentials: Any, region: str, timestamp: str) -> None:
+    def __init__(self, credentials: Any, region: str, timestamp: str, body_sha256: str) -> None:
         super().__init__(credentials, SIGNING_NAME, region)
         self._timestamp = timestamp
+        self._body_sha256 = body_sha256
 
     def _modify_request_before_signing(self, request: Any) -> None:
         request.context["timestamp"] = self._timestamp
         super()._modify_request_before_signing(request)
+
+    def payload(self, request: Any) -> str:
+        return self._body_sha256
 
 
 def _credentials(name: str, access_key_id: str | None, secret_access_key: str | None) -> Any:
@@ -295,7 +305,7 @@ def _payload(message: Message, now: float) -> dict[str, Any]:
         payload["Content"] = {"Simple": _simple(message)}
     else:  # Raw: the MIME holds From, To, Cc and Reply-To; Destination is the envelope.
         raw = render_mime(message, now=now)
-        payload["Content"] = {"Raw": {"Data": base64.b64encode(raw).decode("ascii")}}
+        payload["Content"] = {"Raw": {"Data": base64_text(raw)}}
     if tags:
         payload["EmailTags"] = tags
     return payload
@@ -335,9 +345,9 @@ def _simple(message: Message) -> dict[str, Any]:
     return simple
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
-    entry = {
-        "RawContent": base64.b64encode(attachment.content).decode("ascii"),
+def _attachment(attachment: Attachment) -> AttachmentEntry:
+    entry: AttachmentEntry = {
+        "RawContent": base64_text(attachment.content),
         "FileName": attachment.filename,
         "ContentType": attachment.content_type,
         "ContentDisposition": "INLINE" if attachment.inline else "ATTACHMENT",

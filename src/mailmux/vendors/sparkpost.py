@@ -86,7 +86,6 @@ a request over 20 MB.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -111,6 +110,7 @@ from mailmux.vendors.base import (
     fallback_outcome,
     parse_retry_after,
 )
+from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_TAGS = 10  # per recipient; SparkPost silently ignores the rest
 MAX_METADATA_BYTES = 10 * 1024
@@ -153,7 +153,7 @@ class SparkPostVendor(HttpVendor):
         self.clock: Callable[[], float] = time.time
 
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
-        body = orjson.dumps(_payload(message, self.clock()))
+        body = json_body(_payload(message, self.clock()))
         if len(body) > MAX_REQUEST_BYTES:
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; SparkPost takes at most 20 MB"
@@ -334,17 +334,17 @@ def _header_address(address: Address) -> str:
     return f"{name} <{addr}>"
 
 
-def _attachment(attachment: Attachment) -> dict[str, str]:
+def _attachment(attachment: Attachment) -> AttachmentEntry:
     _check_name_length(attachment.filename, "attachment filename")
     return {
         "name": attachment.filename,
         "type": attachment.content_type,
-        "data": base64.b64encode(attachment.content).decode("ascii"),
+        "data": base64_text(attachment.content),
     }
 
 
-def _inline_images(attachments: list[Attachment]) -> list[dict[str, str]]:
-    images = []
+def _inline_images(attachments: list[Attachment]) -> list[AttachmentEntry]:
+    images: list[AttachmentEntry] = []
     seen: set[str] = set()
     for attachment in attachments:
         cid = attachment.content_id
@@ -361,7 +361,7 @@ def _inline_images(attachments: list[Attachment]) -> list[dict[str, str]]:
             {
                 "name": cid,
                 "type": attachment.content_type,
-                "data": base64.b64encode(attachment.content).decode("ascii"),
+                "data": base64_text(attachment.content),
             }
         )
     return images
