@@ -6,8 +6,10 @@ SendGrid vendor pointed at a SendGrid emulator. Three phases, each on a
 fresh mailmux process so that its VmHWM (peak resident memory) is its own:
 
 - sent:    the emulator accepts every message;
-- spooled: the emulator answers 503, so every message is durably spooled;
-- drained: the spool of the previous phase is retried and sent on restart.
+- spooled: the emulator answers 503, so every message is durably spooled
+  (the retrier does not run meanwhile, so this is the ingress and the spool);
+- drained: the spool of the previous phase is retried and sent on restart;
+  the retrier leases the whole spool at once, so all of it is in flight.
 
 Each phase runs `--rounds` batches of eight. The target is peak RSS ≤ 2.5 x
 the request bytes in flight + 100 MB. Everything runs on 127.0.0.1 and every
@@ -120,27 +122,28 @@ async def _run(rounds: int, workdir: Path) -> list[dict[str, Any]]:
             None,
         )
         esp.wait_for("listening on", 30)
-        config = workdir / "mailmux.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "listen": f"127.0.0.1:{port}",
-                    "store": f"sqlite:///{workdir / 'spool.db'}",
-                    "node_id": "bench",
-                    "api_keys": [API_KEY],
-                    "limits": {"max_request_bytes": 40_000_000},
-                    "retry": {"base_delay": 0.1, "max_delay": 0.2, "poll_interval": 0.1},
-                    "vendors": {
-                        "esp": {
-                            "kind": "sendgrid",
-                            "api_key": "bench",
-                            "base_url": f"http://127.0.0.1:{esp_port}",
-                            "weight": 1,
-                        }
-                    },
+        base = {
+            "listen": f"127.0.0.1:{port}",
+            "store": f"sqlite:///{workdir / 'spool.db'}",
+            "node_id": "bench",
+            "api_keys": [API_KEY],
+            "limits": {"max_request_bytes": 40_000_000},
+            "vendors": {
+                "esp": {
+                    "kind": "sendgrid",
+                    "api_key": "bench",
+                    "base_url": f"http://127.0.0.1:{esp_port}",
+                    "weight": 1,
                 }
-            )
-        )
+            },
+        }
+        # While requests are measured the retrier stays out of the way (it looks at the
+        # spool when it starts, before anything is spooled); the drain retries at once.
+        configs = {}
+        for name, poll in (("requests", 3600.0), ("drain", 0.1)):
+            configs[name] = workdir / f"{name}.yaml"
+            retry = {"base_delay": 0.1, "max_delay": 0.2, "poll_interval": poll}
+            configs[name].write_text(yaml.safe_dump({**base, "retry": retry}))
         url = f"http://127.0.0.1:{port}"
         control = f"http://127.0.0.1:{control_port}/_emulator/faults"
         timeout = aiohttp.ClientTimeout(total=300)
@@ -152,7 +155,7 @@ async def _run(rounds: int, workdir: Path) -> list[dict[str, Any]]:
             ):
                 async with http.post(control, json=faults) as answer:
                     assert answer.status == 200, await answer.text()
-                phase = Phase(children, config, name)
+                phase = Phase(children, configs["drain" if expect is None else "requests"], name)
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(phase.sample(stop))
                 started = time.monotonic()

@@ -81,6 +81,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailmux.app import App, serve
+    from mailmux.malloc import release_large_blocks
 
     config = load_config(args.config)
     if not config.api_keys and not config.is_loopback:
@@ -92,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = App(config)
     except ValueError as err:
         raise CliError(str(err)) from err
+    release_large_blocks()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(app))
