@@ -56,21 +56,6 @@ async def emulators() -> AsyncIterator[tuple[Emulator, Emulator]]:
     await bravo.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[MailmuxProcess]]:
-    """Processes a test starts are stopped even when the test fails."""
-    processes: list[MailmuxProcess] = []
-    yield processes
-    for process in processes:
-        await process.stop()
-
-
 async def start(
     started: list[MailmuxProcess], config: dict[str, Any] | None, workdir: Path, **kw: Any
 ) -> MailmuxProcess:

@@ -10,32 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from harness import MailmuxProcess, eventually, fast_config, message, send
 
 from mailmux.emulator import Emulator, Faults
 
 ROUNDS = 20
 PER_ROUND = 10
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[MailmuxProcess]]:
-    processes: list[MailmuxProcess] = []
-    yield processes
-    for process in processes:
-        await process.stop()
 
 
 async def message_view(http: aiohttp.ClientSession, url: str, message_id: str) -> dict[str, Any]:

@@ -47,4 +47,3 @@ def kept_kib(mode: str) -> int:
 def test_a_freed_large_block_stays_resident_by_default_and_not_once_released() -> None:
     assert kept_kib("adaptive") > 15_000  # the 20 MB block came from the heap and stayed
     assert kept_kib("fixed") < 2_000
-
