@@ -91,6 +91,7 @@ def test_defaults_of_every_section() -> None:
         "max_recipients": 1000,
         "max_request_bytes": 36000000,
         "header_timeout": 15.0,
+        "idle_timeout": 75.0,
         "body_timeout": 60.0,
         "max_connections": 4096,
     }
@@ -174,6 +175,7 @@ limits:
   max_recipients: 50
   max_request_bytes: 14MB
   header_timeout: 5
+  idle_timeout: 30
   body_timeout: 120
   max_connections: 512
 delivery:
@@ -225,6 +227,7 @@ def test_full_file_sets_every_value(tmp_path: Path) -> None:
         "max_recipients": 50,
         "max_request_bytes": 14_000_000,
         "header_timeout": 5.0,
+        "idle_timeout": 30.0,
         "body_timeout": 120.0,
         "max_connections": 512,
     }
@@ -551,6 +554,7 @@ def test_override_below_a_single_value_or_with_an_empty_level_is_an_error(tmp_pa
         ),
         ("limits.max_recipients", 0, "limits.max_recipients: must be ≥ 1 (got 0)"),
         ("limits.header_timeout", 0, "limits.header_timeout: must be > 0 (got 0)"),
+        ("limits.idle_timeout", 0, "limits.idle_timeout: must be > 0 (got 0)"),
         ("limits.body_timeout", "soon", "limits.body_timeout: must be a number (got 'soon')"),
         ("limits.max_connections", 0, "limits.max_connections: must be ≥ 1 (got 0)"),
         (

@@ -211,23 +211,63 @@ async def test_half_sent_headers_are_closed_after_header_timeout(tmp_path: Path)
         await conn.close()
 
 
-async def test_the_header_clock_restarts_after_each_response_on_a_keep_alive_connection(
+async def test_a_keep_alive_connection_idles_until_idle_timeout_not_header_timeout(
     tmp_path: Path,
 ) -> None:
-    async with running(app_config(tmp_path, api_keys=[], header_timeout=0.6)) as app:
+    config = app_config(tmp_path, api_keys=[], header_timeout=0.3, idle_timeout=1.2)
+    async with running(config) as app:
         assert app.port is not None
         conn = await Conn.open(app.port)
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        for _ in range(4):  # 4 x 0.25 s: longer than header_timeout in all
-            await asyncio.sleep(0.25)  # the client's think time, not synchronization
-            await conn.send(get("/v1/health"))
-            assert (await conn.response()).status == 200
-        assert loop.time() - began > 0.6
+        await conn.send(get("/v1/health"))
+        assert (await conn.response()).status == 200
+
+        await asyncio.sleep(0.6)  # idle for twice header_timeout: what is under test
+        await conn.send(get("/v1/health"))
+        assert (await conn.response()).status == 200  # still open, still served
 
         answered = loop.time()
-        assert await conn.until_eof() == b""  # idle: closed once header_timeout passed
-        assert loop.time() - answered >= 0.55
+        assert await conn.until_eof() == b""  # idle past idle_timeout: closed
+        assert loop.time() - answered >= 1.1
+        await conn.close()
+
+
+async def test_the_header_clock_starts_at_the_next_requests_first_byte(tmp_path: Path) -> None:
+    config = app_config(tmp_path, api_keys=[], header_timeout=0.4, idle_timeout=30)
+    async with running(config) as app:
+        assert app.port is not None
+        conn = await Conn.open(app.port)
+        loop = asyncio.get_running_loop()
+        await conn.send(get("/v1/health"))
+        assert (await conn.response()).status == 200
+        await asyncio.sleep(0.5)  # idle longer than header_timeout: allowed
+
+        began = loop.time()
+        await conn.send(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
+
+        assert await conn.until_eof() == b""  # closed header_timeout after the first byte
+        assert 0.35 <= loop.time() - began < 5
+        await conn.close()
+
+
+async def test_a_body_sent_after_its_headers_on_a_kept_alive_connection_has_body_timeout(
+    tmp_path: Path,
+) -> None:
+    body = b'{"from": "a@example.com", "to": ["b@example.net"], "subject": "s", "text": "t"}'
+    config = app_config(tmp_path, api_keys=[], header_timeout=0.3, body_timeout=5)
+    async with running(config) as app:
+        assert app.port is not None
+        conn = await Conn.open(app.port)
+        await conn.send(get("/v1/health"))
+        assert (await conn.response()).status == 200
+        await conn.send(
+            b"POST /v1/messages HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        await asyncio.sleep(0.5)  # the body comes later than header_timeout: allowed
+        await conn.send(body)
+
+        assert (await conn.response()).status == 200
         await conn.close()
 
 

@@ -142,6 +142,7 @@ class App:
             ServerLimits(
                 header_timeout=lim.header_timeout,
                 body_timeout=lim.body_timeout,
+                keepalive_timeout=lim.idle_timeout,
                 max_connections=lim.max_connections,
             ),
         )

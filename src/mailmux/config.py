@@ -252,8 +252,11 @@ class Limits(_Section):
     max_attachment_bytes: ByteSize = 25 * 2**20
     max_recipients: Count = 1000
     max_request_bytes: ByteSize = 36_000_000  # base64 makes a message ~4/3 larger in JSON
-    # From connection open, or from the previous response on a keep-alive connection.
+    # From connection open, or from the first byte of a later request on the connection.
     header_timeout: Seconds = 15.0
+    # Between requests on a keep-alive connection: longer than the idle timeout of a
+    # proxy or client pool in front (nginx: 60 s), so that they close first.
+    idle_timeout: Seconds = 75.0
     # From the end of the headers; 60 s lets the largest body arrive at 600 kB/s.
     body_timeout: Seconds = 60.0
     max_connections: Count = 4096  # beyond it, new connections are refused at once

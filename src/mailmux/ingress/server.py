@@ -6,9 +6,12 @@ connection, around the runner's `web.Server`, which still dispatches to the
 application and tracks connections for a graceful stop). What it adds:
 
 - **Header deadline.** A connection whose request headers have not all
-  arrived `header_timeout` seconds after it opened, or after the previous
-  response on it was sent, is closed. An idle keep-alive connection is
-  waiting for headers too, so it is closed after the same time.
+  arrived `header_timeout` seconds after it opened, or after the first byte
+  of a later request on it, is closed. Between requests a keep-alive
+  connection is idle, not late: aiohttp's keep-alive timer closes it after
+  `keepalive_timeout` (`limits.idle_timeout`), which should outlast the idle
+  timeout of a proxy in front, so the proxy never sends a request on a
+  connection mailmux is closing (nginx would answer that POST with a 502).
 - **Body deadline.** A body still incomplete `body_timeout` seconds after its
   headers arrived closes the connection.
 - **Connection cap.** Beyond `max_connections` open connections, a new one
@@ -59,8 +62,7 @@ class ServerLimits:
     header_timeout: float = 15.0
     body_timeout: float = 60.0
     max_connections: int = 4096
-    # aiohttp's idle timer, a second bound behind header_timeout (aiohttp's default is
-    # an hour, meant to outlive any proxy's idle timeout).
+    # aiohttp's idle timer between requests on a keep-alive connection.
     keepalive_timeout: float = 75.0
     max_line_size: int = 8190  # request line
     max_field_size: int = 8190  # one header field, name and value
@@ -119,6 +121,7 @@ class BoundedRequestHandler(RequestHandler):
 
     __slots__ = (
         "_admitted",
+        "_between_requests",
         "_body_payload",
         "_body_timer",
         "_count",
@@ -156,6 +159,7 @@ class BoundedRequestHandler(RequestHandler):
         self._head_deadline: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._partial_head = False
+        self._between_requests = False  # idle after a response: the keep-alive timer's turn
         self._body_payload: StreamReader | None = None
         self._body_timer: asyncio.TimerHandle | None = None
 
@@ -207,9 +211,14 @@ class BoundedRequestHandler(RequestHandler):
             # A request's headers are complete: its handler runs, the header clock rests.
             self._head_deadline = None
             self._partial_head = False
+            self._between_requests = False
             payload = self._messages[-1][1]
             if not payload.is_eof():
                 self._watch_body(payload)
+        elif data and self._between_requests:  # the next request's first bytes
+            self._between_requests = False
+            self._partial_head = True
+            self._restart_head_clock()
         elif data:
             self._partial_head = self._head_deadline is not None
 
@@ -219,8 +228,8 @@ class BoundedRequestHandler(RequestHandler):
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             resp = from_http_exception(resp, request)
         sent = await super().finish_response(request, resp, start_time)
-        if not self._messages:
-            self._restart_head_clock()  # the next request's headers are due from now
+        if not self._messages:  # idle until the next request's first byte
+            self._between_requests = True
         return sent
 
     # ------------------------------------------------------------ deadlines
@@ -251,7 +260,7 @@ class BoundedRequestHandler(RequestHandler):
         else:
             self._throttle.log(
                 logging.DEBUG,
-                "closed an idle connection from %s after %g s (limits.header_timeout)",
+                "closed a connection from %s that sent nothing in %g s (limits.header_timeout)",
                 self._peer,
                 self._limits.header_timeout,
             )
