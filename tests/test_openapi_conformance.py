@@ -137,7 +137,14 @@ class Stack:
             # What SendGrid refuses after a request is permanent and never reaches it.
             "spare": {"kind": "sandbox", "weight": 0},
         }
-        config = fast_config(self.workdir / "spool.db", vendors, api_keys=[KEY])
+        # A slow attempt under load must not turn into a retry elsewhere: this run is
+        # about the document, not failover.
+        config = fast_config(
+            self.workdir / "spool.db",
+            vendors,
+            api_keys=[KEY],
+            delivery={"attempt_timeout": 5.0},
+        )
         self.mailmux = MailmuxProcess(config, self.workdir)
         await self.mailmux.start()
 
@@ -380,6 +387,20 @@ def test_the_run_tried_enough() -> None:
     assert run.sent["primary"] >= 30 and run.sent["spare"] >= 5, run.sent
     assert run.seen[(post, "negative", 400)] >= 200, run.seen
     assert run.seen[(post, "positive", 401)] + run.seen[(post, "negative", 401)] >= 20, run.seen
+
+
+def test_the_listings_are_as_documented(stack: Stack) -> None:
+    # No subject: SendGrid cannot carry it, the sandbox vendor takes it.
+    body = {"from": "app@example.com", "to": ["user@example.net"], "text": "hi"}
+    response, before, after = post(stack, body)
+    assert response.status_code == 200, response.text
+    assert_sent_once(response.json(), before, after)
+
+    listed = stack.get("/v1/sandbox/{vendor}/messages", vendor="spare")
+    health = stack.get("/v1/health")
+
+    assert listed[-1]["vendor_message_id"] == response.json()["vendor_message_id"]
+    assert [v["name"] for v in health["vendors"]] == ["primary", "spare"]
 
 
 SECURED = [
