@@ -21,6 +21,7 @@ cases) and derandomized, so it is the same run every time.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 import zlib
@@ -44,6 +45,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from test_openapi import INVALID, VALID
 
@@ -71,6 +73,14 @@ T = TypeVar("T")
 #: expected failure; the day it passes it fails the suite: set this to True then.
 SENDGRID_SENDS_WITHOUT_TO = False
 WITHOUT_TO_REASON = "personalizations.0.to: "
+
+#: Whether what the HTTP layer answers before any handler — an unknown path (including an
+#: id with '{' or '}'), a method a path does not take, a request line over 8190 bytes — is
+#: a JSON error as well. It is plain text yet: until it is JSON, the run accepts plain text
+#: for exactly those statuses and `test_the_http_layer_answers_in_json` is an expected
+#: failure; the day it passes it fails the suite: set this to True then.
+ROUTING_ERRORS_ARE_JSON = False
+ROUTING_STATUSES = frozenset({400, 404, 405, 414, 431})
 
 
 config = schemathesis.Config.from_dict(
@@ -212,8 +222,8 @@ def auth(key: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("conformance"))
-    stack.start()
     try:
+        stack.start()
         # The cases are generated from OPENAPI: the server must serve exactly that.
         served = stack.http.get(f"{stack.url}/v1/openapi.json")
         assert served.status_code == 200
@@ -235,10 +245,11 @@ def steer(context: Any, case: Any) -> Any:
     the sandbox vendor) and, until SENDGRID_SENDS_WITHOUT_TO, none without `to`: three in
     four valid messages without one get one.
     """
-    body = case.body
-    if case.meta is None or not isinstance(body, dict):
+    if case.meta is None or not isinstance(case.body, dict):
         return case
     steered = fingerprint(case) % 4 != 0
+    # A copy: the body may be the document's own example.
+    body = case.body = copy.deepcopy(case.body)
     deadline = body.get("deadline")
     if isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline > 0:
         body["deadline"] = deadline + DEADLINE_MARGIN
@@ -284,6 +295,8 @@ class Run:
     without_to_keys: set[str] = field(default_factory=set)
     #: Bodies of the messages without `to` that SendGrid refused.
     without_to: list[Any] = field(default_factory=list)
+    #: Answers of the HTTP layer that are not JSON, as "METHOD path status".
+    routing_errors: list[str] = field(default_factory=list)
     #: Answers by (operation, generation mode, status).
     seen: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     #: Messages sent, by the vendor that took them.
@@ -293,15 +306,18 @@ class Run:
 run = Run()
 
 
-def is_without_to(case: Any, response: Any) -> bool:
+def is_without_to(case: Any, response: Any, replayed: bool) -> bool:
     """Whether `response` is the SendGrid vendor failing a valid message without `to` (a
-    message the document calls invalid must never get so far)."""
+    message the document calls invalid must never get so far), or a replay of that."""
+    if SENDGRID_SENDS_WITHOUT_TO or response.status_code != 422:
+        return False
+    if replayed:
+        key = ((case.headers or {}).get("Idempotency-Key") or "").strip(" \t")
+        return key in run.without_to_keys
     body = case.body
     return (
-        not SENDGRID_SENDS_WITHOUT_TO
-        and case.meta is not None
+        case.meta is not None
         and case.meta.generation.mode.is_positive
-        and response.status_code == 422
         and isinstance(body, dict)
         and body.get("to") in (None, [])
         and response.json()["reason"].startswith(WITHOUT_TO_REASON)
@@ -312,15 +328,10 @@ def is_without_to(case: Any, response: Any) -> bool:
 @hypothesis.settings(derandomize=True, database=None, deadline=None, print_blob=False)
 def test_the_server_does_what_its_document_says(case: Any, stack: Stack) -> None:
     key = key_for(case)
-    headers = {name: value for name, value in (case.headers or {}).items()}
     if key != KEY:
-        headers.pop("Authorization", None)
-        if key is not None:
-            headers.update(auth(key))
-        case.headers = headers
-    idempotency_key = headers.get("Idempotency-Key", "").strip(" \t") or None
-    posted = case.method == "POST"
-    before = stack.latest() if posted else None
+        headers = {k: v for k, v in (case.headers or {}).items() if k != "Authorization"}
+        case.headers = {**headers, **(auth(key) if key else {})}
+    before = stack.latest()
 
     response = case.call(base_url=stack.url, session=stack.http)
 
@@ -330,36 +341,55 @@ def test_the_server_does_what_its_document_says(case: Any, stack: Stack) -> None
     if key != KEY and needs_key(case):
         assert status == 401, f"{status} with {'no key' if key is None else 'a wrong key'}"
     assert status != 202, "queued, although every vendor is healthy"
-    replayed = response.headers.get("idempotent-replayed") == ["true"]
-    if replayed:
-        assert idempotency_key in run.answered, f"replayed an unknown key {idempotency_key!r}"
-        assert (status, response.json()) == run.answered[idempotency_key], "another answer"
-    elif posted and status in (200, 422, 504) and idempotency_key is not None:
-        run.answered[idempotency_key] = (status, response.json())
-    if before is not None:
-        after = stack.latest()
-        sent_via = None if replayed or status != 200 else response.json()["vendor"]
-        if sent_via is None:
-            assert after == before, f"answered {status} (replayed: {replayed}), yet sent"
-        else:
-            assert_sent_once(response.json(), before, after)
-            run.sent[sent_via] += 1
-        if status in (200, 422, 504):
-            receipt = response.json()
-            state = stack.get("/v1/messages/{id}", id=receipt["id"])
-            shown = ("id", "state", "vendor_message_id")
-            assert {k: state[k] for k in shown} == {k: receipt[k] for k in shown}
-    if (replayed and idempotency_key in run.without_to_keys) or is_without_to(case, response):
+    replayed = check_replay(case, response)
+    after = stack.latest()
+    if case.method == "POST" and status == 200 and not replayed:
+        assert_sent_once(response.json(), before, after)
+        run.sent[response.json()["vendor"]] += 1
+    else:
+        assert after == before, f"answered {status} (replayed: {replayed}), yet sent"
+    if case.method == "POST" and status in (200, 422, 504):
+        receipt = response.json()
+        state = stack.get("/v1/messages/{id}", id=receipt["id"])
+        shown = ("id", "state", "vendor_message_id")
+        assert {k: state[k] for k in shown} == {k: receipt[k] for k in shown}
+
+    if status >= 400 and not is_json_error(response):
+        # Waits for the HTTP layer to answer in JSON (see ROUTING_ERRORS_ARE_JSON).
+        assert not ROUTING_ERRORS_ARE_JSON and status in ROUTING_STATUSES, response.text
+        run.routing_errors.append(f"{response.request.method} {case.formatted_path} {status}")
+        case.validate_response(response, checks=[not_a_server_error, unsupported_method])
+    elif is_without_to(case, response, replayed):
         # Waits for the SendGrid vendor to send such messages (see SENDGRID_SENDS_WITHOUT_TO).
-        run.without_to.append(case.body)
-        if idempotency_key is not None:
-            run.without_to_keys.add(idempotency_key)
+        run.without_to.append(copy.deepcopy(case.body))
         case.validate_response(response, checks=ANSWER_CHECKS)
-        return
-    if key == KEY:
+    elif key == KEY:
         case.validate_response(response)
     else:  # only the answer is checked: whatever the request, it is refused for its key
         case.validate_response(response, checks=ANSWER_CHECKS)
+
+
+def check_replay(case: Any, response: Any) -> bool:
+    """Whether `response` replays an earlier answer to its Idempotency-Key — which it must
+    then be, exactly; a first answer is remembered."""
+    key = ((case.headers or {}).get("Idempotency-Key") or "").strip(" \t") or None
+    status = response.status_code
+    if response.headers.get("idempotent-replayed") == ["true"]:
+        assert key in run.answered, f"replayed an unknown key {key!r}"
+        assert (status, response.json()) == run.answered[key], "answered otherwise than before"
+        return True
+    if case.method == "POST" and status in (200, 422, 504) and key is not None:
+        run.answered[key] = (status, response.json())
+        if is_without_to(case, response, replayed=False):
+            run.without_to_keys.add(key)
+    return False
+
+
+def is_json_error(response: Any) -> bool:
+    if response.headers.get("content-type", [""])[0].split(";")[0] != "application/json":
+        return False
+    error = response.json().get("error") if isinstance(response.json(), dict) else None
+    return isinstance(error, dict) and {"code", "message"} <= set(error)
 
 
 @pytest.mark.xfail(
@@ -376,6 +406,28 @@ def test_sendgrid_takes_a_message_without_to(stack: Stack, field: str) -> None:
 
     assert (response.status_code, response.json()["vendor"]) == (200, "primary"), response.text
     assert stack.latest().emulator_accepted == before + 1
+
+
+HTTP_LAYER = {
+    "unknown path": ("GET", "/v1/nowhere"),
+    "an id with a brace": ("GET", "/v1/messages/%7B"),
+    "a method the path does not take": ("DELETE", "/v1/messages"),
+    "a request line over 8190 bytes": ("GET", "/v1/messages/" + "x" * 9000),
+}
+
+
+@pytest.mark.xfail(
+    not ROUTING_ERRORS_ARE_JSON,
+    reason="the HTTP layer answers these in plain text",
+    strict=True,
+)
+@pytest.mark.parametrize(("method", "path"), HTTP_LAYER.values(), ids=HTTP_LAYER.keys())
+def test_the_http_layer_answers_in_json(stack: Stack, method: str, path: str) -> None:
+    response = stack.http.request(method, f"{stack.url}{path}", headers=auth(KEY))
+
+    assert 400 <= response.status_code < 500
+    assert response.headers["Content-Type"].startswith("application/json"), response.text
+    assert set(response.json()["error"]) >= {"code", "message"}
 
 
 def test_the_run_tried_enough() -> None:
