@@ -469,14 +469,22 @@ async def test_openapi_describes_the_routes(make_api: MakeApi) -> None:
     assert {"200", "202", "400", "401", "413", "422", "504"} <= set(post["responses"])
 
 
+def schema_at(document: dict[str, Any], *path: str) -> dict[str, Any]:
+    """The schema at `path` in `document`, with the document's `$ref`s resolvable."""
+    pointer = "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
+    return {**document, "$ref": f"#/{pointer}"}
+
+
 async def test_openapi_schemas_are_json_schema_and_match_the_answers(make_api: MakeApi) -> None:
     """OpenAPI 3.1 schemas are JSON Schema 2020-12: check them, and check real answers."""
     api = await make_api([SandboxVendor("box")])
-    post = OPENAPI["paths"]["/v1/messages"]["post"]
-    request_schema = post["requestBody"]["content"]["application/json"]["schema"]
+    post = ("paths", "/v1/messages", "post")
+    body = ("requestBody", "content", "application/json", "schema")
+    request_schema = schema_at(OPENAPI, *post, *body)
+    responses = OPENAPI["paths"]["/v1/messages"]["post"]["responses"]
     response_schemas = {
-        code: r["content"]["application/json"]["schema"]
-        for code, r in post["responses"].items()
+        code: schema_at(OPENAPI, *post, "responses", code, "content", "application/json", "schema")
+        for code, r in responses.items()
         if "content" in r
     }
     for schema in [request_schema, *response_schemas.values()]:

@@ -22,7 +22,7 @@ from mailmux.delivery import Deliverer
 from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
 from mailmux.ingress.body import BodyTooLarge, read_body
 from mailmux.ingress.errors import error_response, json_response
-from mailmux.ingress.openapi import OPENAPI
+from mailmux.ingress.openapi import openapi_document
 from mailmux.message import InvalidMessage, MessageLimits
 from mailmux.native import parse_native
 from mailmux.receipts import Receipt
@@ -79,6 +79,8 @@ class Api:
         self.ctx = ctx
         self._max_request_bytes = max_request_bytes
         self._keys = tuple(key.encode() for key in ctx.api_keys)
+        # The document states this server's limits; it never changes while the app runs.
+        self._openapi = orjson.dumps(openapi_document(ctx.limits, max_request_bytes))
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -216,7 +218,7 @@ class Api:
         return json_response([entry.to_json() for entry in sandbox.entries])
 
     async def get_openapi(self, request: web.Request) -> web.Response:
-        return json_response(OPENAPI)
+        return web.Response(body=self._openapi, content_type="application/json")
 
 
 def build_api_app(ctx: ApiContext, max_request_bytes: int) -> web.Application:
