@@ -45,7 +45,6 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
-    unsupported_method,
 )
 from test_openapi import INVALID, VALID
 
@@ -65,23 +64,6 @@ ANSWER_CHECKS = [
     response_schema_conformance,
 ]
 T = TypeVar("T")
-
-#: Whether the SendGrid vendor sends a message with cc or bcc recipients but no `to`. It
-#: does not yet: SendGrid wants a `to` in every personalization, so the emulator refuses
-#: the request and the message fails (422). Until it does, the run accepts exactly that
-#: answer to exactly those messages, and `test_sendgrid_takes_a_message_without_to` is an
-#: expected failure; the day it passes it fails the suite: set this to True then.
-SENDGRID_SENDS_WITHOUT_TO = False
-WITHOUT_TO_REASON = "personalizations.0.to: "
-
-#: Whether what the HTTP layer answers before any handler — an unknown path (including an
-#: id with '{' or '}'), a method a path does not take, a request line over 8190 bytes — is
-#: a JSON error as well. It is plain text yet: until it is JSON, the run accepts plain text
-#: for exactly those statuses and `test_the_http_layer_answers_in_json` is an expected
-#: failure; the day it passes it fails the suite: set this to True then.
-ROUTING_ERRORS_ARE_JSON = False
-ROUTING_STATUSES = frozenset({400, 404, 405, 414, 431})
-
 
 config = schemathesis.Config.from_dict(
     {
@@ -242,8 +224,7 @@ def steer(context: Any, case: Any) -> Any:
     allows moves far enough ahead that it cannot pass during delivery (in a valid case, so
     that it is accepted; in an invalid one, so that it is refused for what makes it
     invalid). SendGrid cannot carry a message without a subject (mailmux hands those to
-    the sandbox vendor) and, until SENDGRID_SENDS_WITHOUT_TO, none without `to`: three in
-    four valid messages without one get one.
+    the sandbox vendor): three in four valid messages without one get one.
     """
     if case.meta is None or not isinstance(case.body, dict):
         return case
@@ -258,12 +239,18 @@ def steer(context: Any, case: Any) -> Any:
         if datetime.fromisoformat(deadline.upper()).timestamp() < soon:
             year = "9996" if deadline[4:10] == "-02-29" else "9999"  # 9996 is a leap year
             body["deadline"] = year + deadline[4:]
-    if case.meta.generation.mode.is_negative or not steered:
+    if case.meta.generation.mode.is_negative:
+        return case
+    key = (case.headers or {}).get("Idempotency-Key")
+    if isinstance(key, str) and key:
+        # A key stands for one request: a valid case carries its body's own key, for a
+        # generated key reused with another body is refused (422 idempotency_key_reused).
+        digest = f"-{zlib.crc32(json.dumps(body, sort_keys=True).encode()):08x}"
+        case.headers = {**case.headers, "Idempotency-Key": key[: 256 - len(digest)] + digest}
+    if not steered:
         return case
     if not body.get("subject"):
         body["subject"] = "a subject"
-    if not SENDGRID_SENDS_WITHOUT_TO and body.get("to") in (None, []):
-        body["to"] = ["steered@example.com"]
     return case
 
 
@@ -291,12 +278,8 @@ class Run:
 
     #: The first answer (status, body) to each Idempotency-Key the server stored.
     answered: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    #: Keys whose first answer was SendGrid's refusal of a message without `to`.
-    without_to_keys: set[str] = field(default_factory=set)
-    #: Bodies of the messages without `to` that SendGrid refused.
-    without_to: list[Any] = field(default_factory=list)
-    #: Answers of the HTTP layer that are not JSON, as "METHOD path status".
-    routing_errors: list[str] = field(default_factory=list)
+    #: Requests refused for reusing a key with another body.
+    reused: int = 0
     #: Answers by (operation, generation mode, status).
     seen: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     #: Messages sent, by the vendor that took them.
@@ -304,24 +287,6 @@ class Run:
 
 
 run = Run()
-
-
-def is_without_to(case: Any, response: Any, replayed: bool) -> bool:
-    """Whether `response` is the SendGrid vendor failing a valid message without `to` (a
-    message the document calls invalid must never get so far), or a replay of that."""
-    if SENDGRID_SENDS_WITHOUT_TO or response.status_code != 422:
-        return False
-    if replayed:
-        key = ((case.headers or {}).get("Idempotency-Key") or "").strip(" \t")
-        return key in run.without_to_keys
-    body = case.body
-    return (
-        case.meta is not None
-        and case.meta.generation.mode.is_positive
-        and isinstance(body, dict)
-        and body.get("to") in (None, [])
-        and response.json()["reason"].startswith(WITHOUT_TO_REASON)
-    )
 
 
 @schema.parametrize()
@@ -348,22 +313,15 @@ def test_the_server_does_what_its_document_says(case: Any, stack: Stack) -> None
         run.sent[response.json()["vendor"]] += 1
     else:
         assert after == before, f"answered {status} (replayed: {replayed}), yet sent"
-    if case.method == "POST" and status in (200, 422, 504):
+    if case.method == "POST" and status in (200, 422, 504) and not is_reused(response):
         receipt = response.json()
         state = stack.get("/v1/messages/{id}", id=receipt["id"])
         shown = ("id", "state", "vendor_message_id")
         assert {k: state[k] for k in shown} == {k: receipt[k] for k in shown}
 
-    if status >= 400 and not is_json_error(response):
-        # Waits for the HTTP layer to answer in JSON (see ROUTING_ERRORS_ARE_JSON).
-        assert not ROUTING_ERRORS_ARE_JSON and status in ROUTING_STATUSES, response.text
-        run.routing_errors.append(f"{response.request.method} {case.formatted_path} {status}")
-        case.validate_response(response, checks=[not_a_server_error, unsupported_method])
-    elif is_without_to(case, response, replayed):
-        # Waits for the SendGrid vendor to send such messages (see SENDGRID_SENDS_WITHOUT_TO).
-        run.without_to.append(copy.deepcopy(case.body))
-        case.validate_response(response, checks=ANSWER_CHECKS)
-    elif key == KEY:
+    if status >= 400:
+        assert is_json_error(response), response.text
+    if key == KEY:
         case.validate_response(response)
     else:  # only the answer is checked: whatever the request, it is refused for its key
         case.validate_response(response, checks=ANSWER_CHECKS)
@@ -378,11 +336,22 @@ def check_replay(case: Any, response: Any) -> bool:
         assert key in run.answered, f"replayed an unknown key {key!r}"
         assert (status, response.json()) == run.answered[key], "answered otherwise than before"
         return True
+    if is_reused(response):
+        assert key in run.answered, f"refused an unknown key {key!r} as reused"
+        run.reused += 1
+        return False
     if case.method == "POST" and status in (200, 422, 504) and key is not None:
         run.answered[key] = (status, response.json())
-        if is_without_to(case, response, replayed=False):
-            run.without_to_keys.add(key)
     return False
+
+
+def is_reused(response: Any) -> bool:
+    """Whether `response` refuses an Idempotency-Key first used with another body."""
+    return (
+        response.status_code == 422
+        and is_json_error(response)
+        and (response.json()["error"]["code"] == "idempotency_key_reused")
+    )
 
 
 def is_json_error(response: Any) -> bool:
@@ -392,20 +361,17 @@ def is_json_error(response: Any) -> bool:
     return isinstance(error, dict) and {"code", "message"} <= set(error)
 
 
-@pytest.mark.xfail(
-    not SENDGRID_SENDS_WITHOUT_TO,
-    reason="the SendGrid vendor sends no personalization `to` when a message has none",
-    strict=True,
-)
-@pytest.mark.parametrize("field", ["cc", "bcc"])
-def test_sendgrid_takes_a_message_without_to(stack: Stack, field: str) -> None:
+# SendGrid carries a bcc-only message (one personalization per recipient) but no cc-only
+# one (a personalization needs a `to`): that one goes to the sandbox vendor.
+@pytest.mark.parametrize(("field", "vendor"), [("bcc", "primary"), ("cc", "spare")])
+def test_a_message_without_to_is_sent(stack: Stack, field: str, vendor: str) -> None:
     before = stack.latest().emulator_accepted
     message = {"from": "app@example.com", field: ["user@example.net"], "subject": "s", "text": "t"}
 
     response = stack.http.post(f"{stack.url}/v1/messages", json=message, headers=auth(KEY))
 
-    assert (response.status_code, response.json()["vendor"]) == (200, "primary"), response.text
-    assert stack.latest().emulator_accepted == before + 1
+    assert (response.status_code, response.json()["vendor"]) == (200, vendor), response.text
+    assert stack.latest().emulator_accepted == before + (vendor == "primary")
 
 
 HTTP_LAYER = {
@@ -416,11 +382,6 @@ HTTP_LAYER = {
 }
 
 
-@pytest.mark.xfail(
-    not ROUTING_ERRORS_ARE_JSON,
-    reason="the HTTP layer answers these in plain text",
-    strict=True,
-)
 @pytest.mark.parametrize(("method", "path"), HTTP_LAYER.values(), ids=HTTP_LAYER.keys())
 def test_the_http_layer_answers_in_json(stack: Stack, method: str, path: str) -> None:
     response = stack.http.request(method, f"{stack.url}{path}", headers=auth(KEY))
@@ -519,9 +480,5 @@ def test_what_the_schema_refuses_reaches_no_vendor(stack: Stack, body: Any) -> N
 def test_what_the_schema_allows_is_sent(stack: Stack, body: Any) -> None:
     response, before, after = post(stack, body)
 
-    without_to = not SENDGRID_SENDS_WITHOUT_TO and not body.get("to")
-    if without_to and response.status_code == 422:  # see SENDGRID_SENDS_WITHOUT_TO
-        assert response.json()["reason"].startswith(WITHOUT_TO_REASON)
-        return
     assert response.status_code == 200, response.text
     assert_sent_once(response.json(), before, after)

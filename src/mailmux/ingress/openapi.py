@@ -191,6 +191,29 @@ def _header_names() -> Schema:
     }
 
 
+#: What `safe_filename` drops: quotes and control characters anywhere...
+_FILENAME_UNSAFE = r"\"'\u0000-\u001f\u007f"
+#: ... and, at either end, what Python's str.strip() takes for white space.
+_FILENAME_JUNK = (
+    _FILENAME_UNSAFE + r" \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _filename(limits: MessageLimits) -> Schema:
+    """An attachment's name: sent as its base name (message.safe_filename), which must not
+    come out empty, "." or ".."."""
+    return {
+        **_header_text(limits, "file name"),
+        "minLength": 1,
+        "allOf": [
+            # somewhere, a character that is kept, with no separator after it
+            {"pattern": f"[^/\\\\{_FILENAME_JUNK}][^/\\\\]*$"},
+        ],
+        "description": "file name: sent as its base name (what follows the last / or \\), "
+        "without quotes or control characters; refused when nothing is left, or only . or ..",
+    }
+
+
 def _attachment(limits: MessageLimits) -> Schema:
     group = f"([A-Za-z0-9+/][{_WRAP}]*)"
     base64 = f"^[{_WRAP}]*({group}{{4}})*({group}{{2}}=[{_WRAP}]*=|{group}{{3}}=)?[{_WRAP}]*$"
@@ -200,7 +223,7 @@ def _attachment(limits: MessageLimits) -> Schema:
         "additionalProperties": False,
         "required": ["filename", "content"],
         "properties": {
-            "filename": {**_header_text(limits, "file name"), "minLength": 1},
+            "filename": _filename(limits),
             "content": {
                 "type": "string",
                 "contentEncoding": "base64",
@@ -643,8 +666,10 @@ def openapi_document(
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "description": "the same key within the retention returns the "
-                            "first receipt and sends nothing",
+                            "description": "the same key with the same body within the "
+                            "retention sends nothing and answers as the first request was "
+                            "answered (status and body); with another body it is refused "
+                            "(422 idempotency_key_reused)",
                             "schema": {
                                 "type": "string",
                                 # 1 to 256 printable ASCII characters; blanks at either end
@@ -681,9 +706,16 @@ def openapi_document(
                             f"the request body is over {max_request_bytes} bytes",
                         ),
                         "422": _receipt_answer(
-                            _refused_receipt("failed", "rejected"),
+                            {
+                                "oneOf": [
+                                    _refused_receipt("failed", "rejected"),
+                                    _error_body("idempotency_key_reused"),
+                                ]
+                            },
                             "failed: a vendor rejected it permanently, or no vendor can carry "
-                            "it; reason says why",
+                            "it; reason says why. Or, with no receipt: the Idempotency-Key was "
+                            "first used with another body (idempotency_key_reused), and nothing "
+                            "was sent",
                         ),
                         "503": _answer(
                             _error_body("unavailable"),
