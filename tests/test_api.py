@@ -27,7 +27,9 @@ from fakes import (
 )
 
 from mailmux.idempotency import IdempotencyGuard
-from mailmux.ingress.api import ApiContext, build_api_app
+from mailmux.ingress.api import ApiContext
+from mailmux.ingress.apps import build_api_app
+from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.openapi import OPENAPI
 from mailmux.message import MessageLimits
 from mailmux.spool.base import Event, MessageRecord
@@ -119,7 +121,7 @@ async def make_api(store: SqliteStore, wall: FakeClock) -> AsyncIterator[MakeApi
             guard=IdempotencyGuard(store, retention=86400.0, clock=wall),
             store=store,
             limits=MessageLimits(),
-            api_keys=frozenset(api_keys),
+            keys=ClientKeys(api_keys, {}),
             status=status,
             sandboxes={n: v for n, v in rig.vendors.items() if isinstance(v, SandboxVendor)},
             clock=wall,

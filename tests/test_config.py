@@ -653,7 +653,8 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
     assert errors_of(tmp_path, data) == [
         "retry.lease_second: unknown key (did you mean lease_seconds?)",
         "vendors.primary.wieght: unknown key (did you mean weight?)",
-        "colour: unknown key (known keys: listen, store, node_id, api_keys, limits, delivery, "
+        "colour: unknown key (known keys: listen, store, node_id, api_keys, clients, ingress, "
+            "limits, delivery, "
         "health, retry, idempotency, vendors)",
     ]
 
@@ -703,6 +704,7 @@ EXAMPLE = REPO / "mailmux.example.yaml"
 EXAMPLE_ENV = {
     "SENDGRID_API_KEY": "sg-example",
     "API_TOKEN": "t",
+    "BILLING_KEY": "billing-key",
     "MAILGUN_API_KEY": "mg",
     "POSTMARK_SERVER_TOKEN": "pm",
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",

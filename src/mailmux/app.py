@@ -13,11 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from mailmux.backoff import Backoff
-from mailmux.config import Config
+from mailmux.config import Config, split_listen
 from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
-from mailmux.ingress.api import ApiContext, build_api_app
+from mailmux.ingress.api import ApiContext
+from mailmux.ingress.apps import build_api_app, build_shape_app
+from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.message import MessageLimits
@@ -28,6 +30,7 @@ from mailmux.status import build_status
 from mailmux.vendors.base import Vendor
 from mailmux.vendors.registry import build_vendor
 from mailmux.vendors.sandbox import SandboxVendor
+from mailmux.vendors.shapes import SHAPES
 
 log = logging.getLogger("mailmux")
 
@@ -97,6 +100,10 @@ class App:
         )
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
+        #: Shapes with a listener of their own, each with its runner and listener.
+        self._shape_listeners: list[tuple[web.AppRunner, Listener]] = []
+        #: Shape name → the port its own listener bound (for `listen: ...:0`).
+        self.shape_ports: dict[str, int] = {}
         self._retrier_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -105,9 +112,9 @@ class App:
         counts = await self.store.count_by_state()
         return build_status(self.routes, kinds, self.health, counts, self.deliverer.last_errors)
 
-    def _api(self) -> web.Application:
+    def _context(self) -> ApiContext:
         lim = self.config.limits
-        ctx = ApiContext(
+        return ApiContext(
             deliverer=self.deliverer,
             guard=IdempotencyGuard(self.store, retention=self.config.idempotency.retention_seconds),
             store=self.store,
@@ -116,19 +123,23 @@ class App:
                 max_attachment_bytes=lim.max_attachment_bytes,
                 max_recipients=lim.max_recipients,
             ),
-            api_keys=frozenset(self.config.api_keys),
+            keys=ClientKeys(
+                self.config.api_keys, {n: c.key for n, c in self.config.clients.items()}
+            ),
             status=self.status,
             sandboxes={n: v for n, v in self.vendors.items() if isinstance(v, SandboxVendor)},
             clock=time.time,
         )
-        return build_api_app(ctx, lim.max_request_bytes)
 
     async def start(self) -> None:
         await self.store.open()
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
-        self._runner = web.AppRunner(self._api(), access_log=None, handle_signals=False)
-        await self._runner.setup()
+        ctx = self._context()
         lim = self.config.limits
+        shapes = {n: s for n, s in self.config.ingress.enabled().items() if n in SHAPES}
+        main = build_api_app(ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes])
+        self._runner = web.AppRunner(main, access_log=None, handle_signals=False)
+        await self._runner.setup()
         files = fit_file_limit(lim.max_connections)
         if files is not None:
             log.warning(
@@ -137,22 +148,36 @@ class App:
                 lim.max_connections,
                 files,
             )
-        self._listener = Listener(
-            self._runner,
-            ServerLimits(
-                header_timeout=lim.header_timeout,
-                body_timeout=lim.body_timeout,
-                keepalive_timeout=lim.idle_timeout,
-                max_connections=lim.max_connections,
-            ),
+        server_limits = ServerLimits(
+            header_timeout=lim.header_timeout,
+            body_timeout=lim.body_timeout,
+            keepalive_timeout=lim.idle_timeout,
+            max_connections=lim.max_connections,
         )
+        self._listener = Listener(self._runner, server_limits)
         await self._listener.start(self.config.listen_host, self.config.listen_port)
         self.port = self._listener.port  # the bound port, when the config asked for port 0
+        for name, shape in shapes.items():
+            if shape.listen is None:
+                continue
+            own = build_shape_app(ctx, lim.max_request_bytes, SHAPES[name])
+            runner = web.AppRunner(own, access_log=None, handle_signals=False)
+            await runner.setup()
+            listener = Listener(runner, server_limits)
+            self._shape_listeners.append((runner, listener))
+            host, port = split_listen(shape.listen)
+            await listener.start(host, port)
+            self.shape_ports[name] = listener.port or port
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish, then flush the store."""
+        for _, listener in self._shape_listeners:
+            await listener.close()
         if self._listener is not None:
             await self._listener.close()
+        for runner, _ in self._shape_listeners:
+            await runner.cleanup()
+        self._shape_listeners.clear()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._retrier_task is not None:

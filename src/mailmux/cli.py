@@ -84,10 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailmux.malloc import release_large_blocks
 
     config = load_config(args.config)
-    if not config.api_keys and not config.is_loopback:
+    exposed = config.exposed()
+    if exposed and not config.client_keys:
         raise CliError(
-            f"listen: {config.listen_host} is not a loopback address and no api_keys are "
-            "configured; add api_keys or listen on 127.0.0.1"
+            f"{'; '.join(exposed)}: not a loopback address, and no api_keys or clients are "
+            "configured; add keys or listen on 127.0.0.1"
         )
     try:
         app = App(config)

@@ -385,7 +385,7 @@ def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorCo
     return vendors
 
 
-def _split_listen(value: str) -> tuple[str, int]:
+def split_listen(value: str) -> tuple[str, int]:
     """'host:port' or '[v6 address]:port' → (host without brackets, port)."""
     usage = f"must be host:port, e.g. 127.0.0.1:8025 or [::1]:8025 (got {value!r})"
     if value.startswith("["):
@@ -405,6 +405,62 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+ClientName = Annotated[str, AfterValidator(_name_rule(r"[A-Za-z0-9_.-]{1,128}", "client names"))]
+
+
+class ClientConfig(_Section):
+    """A named client: its key goes in the auth slot of whichever API it calls."""
+
+    key: Text = Field(repr=False)
+
+
+class ShapeIngress(_Section):
+    """One ESP's send API as mailmux serves it (see `mailmux.vendors.shapes`)."""
+
+    enabled: bool = True
+    #: Also serve this shape's routes on an address of its own (host:port).
+    listen: str | None = None
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _valid_listen(cls, value: object) -> object:
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValueError(f"must be host:port (got {show_value(value)})")
+            split_listen(value)
+        return value
+
+
+class IngressConfig(_Section):
+    """Which ESP-shaped APIs are served: all, at their ESP's own paths, unless turned off."""
+
+    sendgrid: ShapeIngress = Field(default_factory=ShapeIngress)
+    mailgun: ShapeIngress = Field(default_factory=ShapeIngress)
+    postmark: ShapeIngress = Field(default_factory=ShapeIngress)
+    sparkpost: ShapeIngress = Field(default_factory=ShapeIngress)
+    ses: ShapeIngress = Field(default_factory=ShapeIngress)
+    resend: ShapeIngress = Field(default_factory=ShapeIngress)
+    mailjet: ShapeIngress = Field(default_factory=ShapeIngress)
+    brevo: ShapeIngress = Field(default_factory=ShapeIngress)
+
+    def enabled(self) -> dict[str, ShapeIngress]:
+        """The shapes that are on, by name."""
+        return {
+            name: shape
+            for name in type(self).model_fields
+            if (shape := getattr(self, name)).enabled
+        }
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
 
@@ -416,6 +472,8 @@ class Config(_Section):
     store: str = Field(default="sqlite:///mailmux.db", repr=False)  # may hold a password
     node_id: Text = Field(default_factory=socket.gethostname)  # names this node's leases
     api_keys: tuple[Text, ...] = Field(default=(), repr=False)
+    clients: Mapping[ClientName, ClientConfig] = Field(default_factory=dict)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
     limits: Limits = Field(default_factory=Limits)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -428,7 +486,7 @@ class Config(_Section):
     def _valid_listen(cls, value: object) -> object:
         if not isinstance(value, str):
             raise ValueError(f"must be host:port, e.g. 127.0.0.1:8025 (got {show_value(value)})")
-        _split_listen(value)
+        split_listen(value)
         return value
 
     @field_validator("store", mode="after")
@@ -451,6 +509,24 @@ class Config(_Section):
         return value
 
     @model_validator(mode="after")
+    def _keys_name_one_client(self) -> Config:
+        seen: dict[str, str] = {}
+        problems = []
+        named = [(f"clients.{n}.key", c.key) for n, c in self.clients.items()]
+        for path, key in [*named, *((f"api_keys[{i}]", k) for i, k in enumerate(self.api_keys))]:
+            first = seen.setdefault(key, path)
+            if first != path:
+                problems.append((path, f"the same key as {first}: a key must name one client"))
+        if problems:
+            raise Violations(*problems)
+        return self
+
+    @property
+    def client_keys(self) -> bool:
+        """Whether callers must show a key (api_keys or clients are configured)."""
+        return bool(self.api_keys or self.clients)
+
+    @model_validator(mode="after")
     def _lease_outlives_attempt(self) -> Config:
         longest = max(
             [self.delivery.attempt_timeout]
@@ -470,22 +546,24 @@ class Config(_Section):
     @property
     def listen_host(self) -> str:
         """The address to bind, IPv6 without brackets."""
-        return _split_listen(self.listen)[0]
+        return split_listen(self.listen)[0]
 
     @property
     def listen_port(self) -> int:
-        return _split_listen(self.listen)[1]
+        return split_listen(self.listen)[1]
 
     @property
     def is_loopback(self) -> bool:
         """Whether only this machine can reach the listener."""
-        host = self.listen_host
-        if host.lower() == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.listen_host)
+
+    def exposed(self) -> list[str]:
+        """The configured listen addresses other machines could reach (`path: address`)."""
+        found = [] if self.is_loopback else [f"listen: {self.listen}"]
+        for name, shape in self.ingress.enabled().items():
+            if shape.listen is not None and not _is_loopback(split_listen(shape.listen)[0]):
+                found.append(f"ingress.{name}.listen: {shape.listen}")
+        return found
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -210,7 +210,7 @@ _MESSAGES = {
     "tuple_type": "must be a list",
 }
 _NO_INPUT = frozenset({"missing", "string_too_short"})
-_SECRETS = frozenset({"api_key", "api_keys", "store"})  # their values never reach a log line
+_SECRETS = frozenset({"api_key", "api_keys", "key", "store"})  # their values never reach a log line
 
 
 def error_lines(

@@ -118,9 +118,7 @@ class Deliverer:
         """
         message_id = new_message_id()
         now = self._wall()
-        received = Event(
-            message_id, now, EventKind.RECEIVED, None, {"class": message.traffic_class}
-        )
+        received = Event(message_id, now, EventKind.RECEIVED, None, _received_detail(message))
         result = await self._try_plan(message_id, message, avoid=None, expiry=message.deadline)
         events = [received, *result.events]
         verdict = self._conclude(message_id, result, events)
@@ -150,7 +148,10 @@ class Deliverer:
             await self.store.insert(record, events, durable=False)
         else:
             await self.store.insert(record, events, payload=to_payload(message), durable=True)
-        return Receipt.from_record(record)
+        receipt = Receipt.from_record(record)
+        if result.decided is not None and result.decided.passed_through is not None:
+            receipt = replace(receipt, passed_through=result.decided.passed_through)
+        return receipt
 
     async def redeliver(self, leased: Leased, owner: str) -> MessageState:
         """One retry of a spooled message this node holds the lease on.
@@ -288,6 +289,10 @@ class Deliverer:
             if expiry is not None and now >= expiry:
                 result.deadline_passed = True
                 break
+            exclusive = _exclusive_to_other(message, self.vendors[name])
+            if exclusive is not None:  # not an attempt: nothing is asked of the vendor
+                result.unsupported.append((name, exclusive))
+                continue
             admission = Admission.PANIC if chosen.panic else self.health.admit(name)
             if admission is None:
                 result.carriable = True  # skipped, not asked: it might carry it later
@@ -306,7 +311,8 @@ class Deliverer:
             attempt, latency = await self._attempt(name, admission, message_id, message, timeout)
             result.attempts += 1
             result.vendor = name
-            result.events.append(_attempt_event(message_id, self._wall(), name, attempt, latency))
+            event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
+            result.events.append(event)
             if attempt.outcome is Outcome.UNSUPPORTED:
                 result.unsupported.append((name, attempt.reason))
                 continue
@@ -370,13 +376,38 @@ def _in_doubt_event(message_id: str, at: float, doubt: InDoubt) -> Event:
     return Event(message_id, at, EventKind.ATTEMPT, doubt.vendor, detail)
 
 
+def _exclusive_to_other(message: Message, vendor: Vendor) -> str | None:
+    """Why `vendor` may not carry a message that uses fields only its own ESP has, or None."""
+    original = message.original
+    if original is None or not original.exclusive or vendor.kind == original.shape:
+        return None
+    return f"uses {', '.join(original.exclusive)}, which only {original.shape} can carry"
+
+
+def _received_detail(message: Message) -> dict[str, object]:
+    detail: dict[str, object] = {"class": message.traffic_class}
+    if message.original is not None:
+        detail["ingress"] = message.original.shape
+    if message.client is not None:
+        detail["client"] = message.client
+    return detail
+
+
 def _attempt_event(
-    message_id: str, at: float, vendor: str, attempt: AttemptResult, latency: float
+    message_id: str,
+    at: float,
+    vendor: str,
+    attempt: AttemptResult,
+    latency: float,
+    message: Message,
 ) -> Event:
     detail: dict[str, object] = {
         "outcome": attempt.outcome.value,
         "latency_ms": round(latency * 1000, 3),
     }
+    if message.original is not None and attempt.outcome is not Outcome.UNSUPPORTED:
+        # Said for every vendor-shaped message: was the caller's request sent as it came?
+        detail["mode"] = "passed_through" if attempt.passed_through else "translated"
     if attempt.status is not None:
         detail["status"] = attempt.status
     if attempt.reason:

@@ -94,8 +94,33 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Original:
+    """The vendor-shaped request a message arrived in, kept for a vendor of that ESP.
+
+    A vendor of the same ESP forwards `body` as it came (only the credentials,
+    and the Mailgun domain, become its own), so fields mailmux does not model
+    (templates, tracking settings, unsubscribe groups, ...) still reach the ESP.
+    `exclusive` names the fields of the request no other ESP can carry: while
+    it is non-empty, every vendor of another ESP is `unsupported` for the
+    message, because translating it would send something else than was asked.
+    For a request that held several messages, `body` is that request narrowed
+    to this one message.
+    """
+
+    shape: str  # the vendor kind whose API the request used, e.g. "sendgrid"
+    endpoint: str  # which endpoint of that API, e.g. "email" or "batch"
+    body: bytes
+    content_type: str
+    exclusive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """What mailmux routes. `deadline` is a wall-clock instant (epoch seconds)."""
+    """What mailmux routes. `deadline` is a wall-clock instant (epoch seconds).
+
+    `original` is the vendor-shaped request the message came in (None for the
+    native API and SMTP); `client` names the configured client whose key sent it.
+    """
 
     sender: Address
     to: tuple[Address, ...]
@@ -113,6 +138,8 @@ class Message:
     deadline: float | None = None
     idempotency_key: str | None = None
     raw_mime: bytes | None = None
+    original: Original | None = None
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +365,8 @@ def to_payload(message: Message) -> bytes:
     A small JSON header describes everything but the bulk; attachment contents
     and the raw MIME follow it as they are, one after another: `MMX2`, the
     header's length (4 bytes, big-endian), the header, then the blobs in the
-    order the header lists their sizes. Keeping bytes out of the JSON means a
+    order the header lists their sizes (the vendor-shaped request a message
+    came in, when kept, is the last blob). Keeping bytes out of the JSON means a
     20 MB attachment is copied once into the payload, not turned into a 27 MB
     base64 string and then a 27 MB JSON document. Versioned so a spool written
     by an older mailmux stays readable (`from_payload` still reads version 1,
@@ -347,6 +375,9 @@ def to_payload(message: Message) -> bytes:
     blobs = [a.content for a in message.attachments]
     if message.raw_mime is not None:
         blobs.append(message.raw_mime)
+    original = message.original
+    if original is not None:
+        blobs.append(original.body)
     header = orjson.dumps(
         {
             "sender": _address_out(message.sender),
@@ -367,6 +398,10 @@ def to_payload(message: Message) -> bytes:
             "deadline": message.deadline,
             "idempotency_key": message.idempotency_key,
             "raw_mime": message.raw_mime is not None,
+            "original": None
+            if original is None
+            else [original.shape, original.endpoint, original.content_type, original.exclusive],
+            "client": message.client,
             "blobs": [len(blob) for blob in blobs],
         }
     )
@@ -387,12 +422,16 @@ def from_payload(data: bytes) -> Message:
         end += size
     if end != len(data):
         raise ValueError("a mailmux message payload whose parts do not add up")
+    kept = doc.get("original")
+    original = (
+        None if kept is None else Original(kept[0], kept[1], blobs.pop(), kept[2], tuple(kept[3]))
+    )
     raw = blobs.pop() if doc["raw_mime"] else None
     attachments = tuple(
         Attachment(f, content, t, i, cid)
         for (f, t, i, cid), content in zip(doc["attachments"], blobs, strict=True)
     )
-    return _message_from(doc, attachments, raw)
+    return _message_from(doc, attachments, raw, original)
 
 
 def _from_json_payload(data: bytes) -> Message:
@@ -408,7 +447,10 @@ def _from_json_payload(data: bytes) -> Message:
 
 
 def _message_from(
-    doc: dict[str, Any], attachments: tuple[Attachment, ...], raw_mime: bytes | None
+    doc: dict[str, Any],
+    attachments: tuple[Attachment, ...],
+    raw_mime: bytes | None,
+    original: Original | None = None,
 ) -> Message:
     to, cc, bcc, reply_to = (
         tuple(Address(*a) for a in doc[key]) for key in ("to", "cc", "bcc", "reply_to")
@@ -430,6 +472,8 @@ def _message_from(
         doc["deadline"],
         doc["idempotency_key"],
         raw_mime,
+        original,
+        doc.get("client"),
     )
 
 

@@ -86,7 +86,7 @@ def parse_native(
     metadata = _string_map(check, get("metadata"), "metadata")
     traffic_class = check.traffic_class(get("class"), "class")
     deadline = check.deadline(get("deadline"), "deadline", now)
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+    if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
         check.fail(
             "idempotency_key",
             "invalid_idempotency_key",
@@ -117,6 +117,11 @@ def parse_native(
         deadline,
         idempotency_key,
     )
+
+
+def valid_idempotency_key(key: str) -> bool:
+    """An Idempotency-Key mailmux takes: 1 to 256 printable ASCII characters."""
+    return _IDEMPOTENCY_KEY.fullmatch(key) is not None
 
 
 def _string_list(check: Checker, value: object, path: str) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from mailmux.spool.base import MessageRecord, MessageState
+from mailmux.vendors.base import HttpResponse
 
 
 def new_message_id() -> str:
@@ -23,6 +24,9 @@ class Receipt:
     vendor: str | None = None
     vendor_message_id: str | None = None
     reason: str | None = None
+    #: The ESP's own answer, when the deciding attempt passed the caller's request
+    #: through to a vendor of the ESP whose API it used (not stored: a replay rebuilds it).
+    passed_through: HttpResponse | None = None
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> Receipt:

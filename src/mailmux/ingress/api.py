@@ -9,10 +9,9 @@ Deliverer, answer with the receipt. The status code says what happened:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -21,12 +20,14 @@ from aiohttp import web
 from mailmux.delivery import Deliverer
 from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
 from mailmux.ingress.body import BodyTooLarge, read_body
+from mailmux.ingress.clients import Caller, ClientKeys
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi import openapi_document
 from mailmux.message import InvalidMessage, MessageLimits
 from mailmux.native import parse_native
 from mailmux.receipts import Receipt
 from mailmux.spool.base import Event, EventKind, IdempotencyConflict, MessageState, Store
+from mailmux.vendors.inbound import Credential
 from mailmux.vendors.sandbox import SandboxVendor
 
 log = logging.getLogger("mailmux.api")
@@ -52,7 +53,7 @@ class ApiContext:
     guard: IdempotencyGuard
     store: Store
     limits: MessageLimits
-    api_keys: frozenset[str]
+    keys: ClientKeys
     status: Callable[[], Awaitable[dict[str, Any]]]
     sandboxes: Mapping[str, SandboxVendor]
     clock: Callable[[], float]
@@ -70,6 +71,15 @@ def _receipt_response(receipt: Receipt, replayed: bool) -> web.Response:
     )
 
 
+def _unauthorized() -> web.Response:
+    return error_response(
+        401,
+        "unauthorized",
+        "missing or unknown API key: send 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def _event_json(event: Event) -> dict[str, Any]:
     return {"at": event.at, "kind": event.kind.value, "vendor": event.vendor, **event.detail}
 
@@ -78,7 +88,6 @@ class Api:
     def __init__(self, ctx: ApiContext, max_request_bytes: int) -> None:
         self.ctx = ctx
         self._max_request_bytes = max_request_bytes
-        self._keys = tuple(key.encode() for key in ctx.api_keys)
         # The document states this server's limits; it never changes while the app runs.
         self._openapi = orjson.dumps(openapi_document(ctx.limits, max_request_bytes))
 
@@ -91,27 +100,20 @@ class Api:
             web.get("/v1/openapi.json", self.get_openapi),
         ]
 
+    def _caller(self, request: web.Request) -> Caller | None:
+        """Who sent the request (by its Bearer key), or None when no key matched."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        given = Credential(token.strip()) if scheme.lower() == "bearer" else None
+        return self.ctx.keys.identify(given)
+
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         """None when the request may pass; keys are compared in constant time."""
-        if not self._keys:
-            return None
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token.strip().encode()
-        if scheme.lower() == "bearer" and any(
-            hmac.compare_digest(given, key) for key in self._keys
-        ):
-            return None
-        return error_response(
-            401,
-            "unauthorized",
-            "missing or unknown API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return None if self._caller(request) is not None else _unauthorized()
 
     async def post_message(self, request: web.Request) -> web.Response:
-        denied = self._unauthorized(request)
-        if denied is not None:
-            return denied
+        caller = self._caller(request)
+        if caller is None:
+            return _unauthorized()
         try:
             body = await read_body(request, self._max_request_bytes)
         except BodyTooLarge:
@@ -146,6 +148,8 @@ class Api:
                 details=details,
             )
         del payload  # the Message holds what is needed; the decoded JSON can go
+        if caller.client is not None:
+            message = replace(message, client=caller.client)
         try:
             if key is None:
                 receipt, replayed = await self.ctx.deliverer.submit(message), False
@@ -219,9 +223,3 @@ class Api:
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
-
-
-def build_api_app(ctx: ApiContext, max_request_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_request_bytes)
-    app.add_routes(Api(ctx, max_request_bytes).routes())
-    return app

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 
 from mailmux import __version__
-from mailmux.message import Message
+from mailmux.message import Message, Original
 from mailmux.vendors.body import Body, StreamedBody
 
 #: Sent to every ESP: some (Resend) refuse requests without one.
@@ -63,6 +63,9 @@ class AttemptResult:
     status: int | None = None  # HTTP status or SMTP reply code, when there was one
     reason: str = ""  # short human text: the ESP's own error message where it gave one
     retry_after: float | None = None  # seconds, when the ESP said how long to wait
+    #: The ESP's own answer when the message's original request was passed through
+    #: unchanged (a vendor of the ESP whose API the caller used): the caller gets it as is.
+    passed_through: HttpResponse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,14 @@ class UnsupportedFeature(Exception):
 
 
 class HttpVendor(Vendor):
-    """The fixed pipeline for HTTP ESPs; subclasses supply the two pure mappings."""
+    """The fixed pipeline for HTTP ESPs; subclasses supply the pure mappings.
+
+    A message that arrived through this ESP's own API (`message.original`
+    names this vendor's kind) is passed through: `passthrough_request` sends
+    the caller's request body unchanged with this vendor's credentials, and
+    the ESP's answer is kept in the result for the caller. Any other message
+    is translated by `build_request`.
+    """
 
     def __init__(self, name: str, transport: Transport) -> None:
         super().__init__(name)
@@ -257,13 +267,26 @@ class HttpVendor(Vendor):
         `message_id` is what `send` was given: the source of an ESP's idempotency key.
         """
 
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's own request to this ESP, re-addressed to this vendor's account.
+
+        `original.body` goes out unchanged; only the credentials (and where the
+        ESP puts one in the path, the sending domain) are this vendor's.
+        """
+        raise UnsupportedFeature(f"passing a {original.shape} request through is not built yet")
+
     @abstractmethod
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         """The ESP's answer → outcome, with the ESP's own error classification."""
 
     async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:
+        original = message.original
+        passing = original is not None and original.shape == self.kind
         try:
-            request = _exact_size(self.build_request(message, message_id))
+            if passing and original is not None:
+                request = self.passthrough_request(original, message_id)
+            else:
+                request = _exact_size(self.build_request(message, message_id))
         except UnsupportedFeature as err:
             return AttemptResult(Outcome.UNSUPPORTED, reason=str(err))
         try:
@@ -271,7 +294,8 @@ class HttpVendor(Vendor):
         except TransportError as err:
             outcome = Outcome.AMBIGUOUS if err.sent else Outcome.RETRIABLE
             return AttemptResult(outcome, reason=err.reason)
-        return self.parse_response(response)
+        result = self.parse_response(response)
+        return replace(result, passed_through=response) if passing else result
 
     async def close(self) -> None:
         await self.transport.close()

@@ -65,7 +65,7 @@ from typing import Any
 
 import orjson
 
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -138,6 +138,9 @@ class SendGridVendor(HttpVendor):
                 f"request of {len(body) / 2**20:.1f} MB; SendGrid takes at most 30 MB"
             )
         return HttpRequest("POST", self._url, self._headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        return HttpRequest("POST", self._url, self._headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status

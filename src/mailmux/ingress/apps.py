@@ -1,0 +1,29 @@
+"""The aiohttp applications a node serves: the main listener's, and a shape's own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from mailmux.ingress.api import Api, ApiContext
+from mailmux.ingress.shaped import ShapedIngress
+from mailmux.vendors.inbound import Shape
+
+
+def build_api_app(
+    ctx: ApiContext, max_request_bytes: int, shapes: Sequence[Shape] = ()
+) -> web.Application:
+    """The main listener's app: the native API and the ESP-shaped APIs that are on."""
+    app = web.Application(client_max_size=max_request_bytes)
+    app.add_routes(Api(ctx, max_request_bytes).routes())
+    for shape in shapes:
+        app.add_routes(ShapedIngress(shape, ctx, max_request_bytes).routes())
+    return app
+
+
+def build_shape_app(ctx: ApiContext, max_request_bytes: int, shape: Shape) -> web.Application:
+    """A shape's own listener: that ESP's send API and nothing else."""
+    app = web.Application(client_max_size=max_request_bytes)
+    app.add_routes(ShapedIngress(shape, ctx, max_request_bytes).routes())
+    return app
