@@ -56,7 +56,7 @@ def parse_native(
     `now` (epoch seconds) anchors a relative deadline and decides whether one has passed.
     Raises InvalidMessage listing every problem.
     """
-    check = _NativeChecker(limits)
+    check = JsonChecker(limits)
     if not isinstance(payload, dict):
         check.wrong_type("", payload, "an object")
         raise InvalidMessage(check.errors)
@@ -152,8 +152,12 @@ def _string_map(check: Checker, value: object, path: str) -> dict[str, str]:
     return {k: v for k, v in found if k is not None and v is not None}
 
 
-class _NativeChecker(Checker):
-    """The shared field rules plus the JSON shapes of the native API."""
+class JsonChecker(Checker):
+    """The shared field rules plus the JSON shapes of the native API.
+
+    The vendor-shaped ingress reuses its pieces (a headers object, base64
+    content, a content type, an address) where an ESP's JSON has the same shape.
+    """
 
     __slots__ = ()
 
@@ -200,18 +204,18 @@ class _NativeChecker(Checker):
             return ()
         return tuple(a for a in found if a is not None)
 
-    def headers(self, value: object) -> dict[str, str]:
+    def headers(self, value: object, at: str = "headers") -> dict[str, str]:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.wrong_type("headers", value, "an object of header names to values")
+            self.wrong_type(at, value, "an object of header names to values")
             return {}
         headers: dict[str, str] = {}
         seen: set[str] = set()
         for name, raw in value.items():
-            path, key = f"headers.{name}", name.lower()
+            path, key = f"{at}.{name}", name.lower()
             if has_line_break(name):
-                path, problem = f"headers.{name!r}", ("header_injection", "contains a line break")
+                path, problem = f"{at}.{name!r}", ("header_injection", "contains a line break")
             elif not _HEADER_NAME.fullmatch(name):
                 problem = ("invalid_header_name", "is not a header name (printable ASCII, no ':')")
             elif key in RESERVED_HEADERS:
