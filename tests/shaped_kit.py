@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from emulator_kit import read_back, set_faults
 
 from mailmux.app import App
 from mailmux.config import Config
 from mailmux.emulator.server import Emulator
-from emulator_kit import read_back, set_faults
 
 T = TypeVar("T")
 
