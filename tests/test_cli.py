@@ -64,6 +64,13 @@ def test_serve_refuses_a_public_address_without_api_keys(tmp_path: Path) -> None
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_serve_refuses_a_shapes_public_listener_without_client_keys(tmp_path: Path) -> None:
+    env = {"MAILMUX_INGRESS__POSTMARK__LISTEN": "0.0.0.0:0"}
+    result = mailmux("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "ingress.postmark.listen: 0.0.0.0:0: not a loopback address" in result.stderr
+
+
 def test_serve_refuses_an_unavailable_store(tmp_path: Path) -> None:
     result = mailmux("serve", cwd=tmp_path, env={"MAILMUX_STORE": "postgresql://db/mail"})
     assert result.returncode == 1

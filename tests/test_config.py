@@ -654,7 +654,7 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
         "retry.lease_second: unknown key (did you mean lease_seconds?)",
         "vendors.primary.wieght: unknown key (did you mean weight?)",
         "colour: unknown key (known keys: listen, store, node_id, api_keys, clients, ingress, "
-            "limits, delivery, "
+        "limits, delivery, "
         "health, retry, idempotency, vendors)",
     ]
 
@@ -760,3 +760,48 @@ def test_example_file_shows_every_setting() -> None:
     for vendor in example["vendors"].values():
         every_vendor.update(vendor)
     assert missing(VendorConfig, every_vendor, "vendors.*.") == []
+
+
+# ---------------------------------------------------------------- clients and ingress
+
+
+def test_clients_and_ingress_load(tmp_path: Path) -> None:
+    data = changed("clients", {"billing": {"key": "k1"}, "AKIA.shop": {"key": "k2"}})
+    data = changed("ingress.postmark", {"enabled": False}, data)
+    data = changed("ingress.sendgrid.listen", "127.0.0.1:9025", data)
+
+    config = load_config(write(tmp_path, data), env={})
+
+    assert {name: c.key for name, c in config.clients.items()} == {
+        "billing": "k1",
+        "AKIA.shop": "k2",
+    }
+    assert "postmark" not in config.ingress.enabled()
+    assert config.ingress.enabled()["sendgrid"].listen == "127.0.0.1:9025"
+    assert config.client_keys and config.exposed() == []
+
+
+def test_a_key_names_one_client_only(tmp_path: Path) -> None:
+    data = changed("clients", {"billing": {"key": "same"}, "shop": {"key": "same"}})
+    data = changed("api_keys", ["same"], data)
+
+    assert errors_of(tmp_path, data) == [
+        "clients.shop.key: the same key as clients.billing.key: a key must name one client",
+        "api_keys[0]: the same key as clients.billing.key: a key must name one client",
+    ]
+
+
+def test_ingress_knows_only_the_eight_shapes(tmp_path: Path) -> None:
+    data = changed("ingress.sendgird", {"enabled": True})
+
+    (error,) = errors_of(tmp_path, data)
+    assert error.startswith("ingress.sendgird: unknown key (did you mean sendgrid?)")
+
+
+def test_a_shapes_own_listener_off_loopback_counts_as_exposed(tmp_path: Path) -> None:
+    data = changed("ingress.ses.listen", "0.0.0.0:9026")
+
+    config = load_config(write(tmp_path, data), env={})
+
+    assert config.exposed() == ["ingress.ses.listen: 0.0.0.0:9026"]
+    assert not config.client_keys

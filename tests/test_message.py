@@ -18,6 +18,7 @@ from mailmux.message import (
     FieldError,
     InvalidMessage,
     Message,
+    Original,
     from_payload,
     message_size,
     to_payload,
@@ -79,6 +80,16 @@ def test_payload_round_trip_is_exact() -> None:
     assert from_payload(to_payload(message)) == message
     plain = Message(Address("a@example.com"), ())
     assert from_payload(to_payload(plain)) == plain
+
+
+def test_payload_keeps_the_vendor_shaped_request_and_the_client() -> None:
+    original = Original("sendgrid", "send", b'{"template_id": "d-1"}', "application/json", ("x",))
+    message = dataclasses.replace(RICH, raw_mime=b"MIME", original=original, client="billing")
+
+    again = from_payload(to_payload(message))
+
+    assert again == message
+    assert again.original is not None and again.original.body == original.body
 
 
 def test_payload_of_an_unknown_version_is_refused() -> None:

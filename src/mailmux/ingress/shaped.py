@@ -165,7 +165,7 @@ class ShapedIngress:
         return [
             replace(
                 message,
-                idempotency_key=_item_key(key, index, len(messages)),
+                idempotency_key=_item_key(key, index),
                 traffic_class=message.traffic_class if wanted_class is None else traffic_class,
                 deadline=message.deadline if wanted_deadline is None else deadline,
             )
@@ -207,11 +207,14 @@ def _without_body(endpoint: str, request: web.Request) -> ShapeRequest:
     )
 
 
-def _item_key(key: str | None, index: int, count: int) -> str | None:
-    """One request's key, shared out: `key` for a lone message, `key#0`, `key#1`, ... else."""
-    if key is None or count == 1:
-        return key
-    return f"{key}#{index}"
+def _item_key(key: str | None, index: int) -> str | None:
+    """One request's key, shared out over its messages: `key#0`, `key#1`, ...
+
+    Even a lone message gets `key#0`, so a later request with the same key
+    meets the first message's record whatever its count of messages, and
+    is refused as a reuse when its body differs.
+    """
+    return None if key is None else f"{key}#{index}"
 
 
 def _seconds_or_instant(value: str | None) -> str | float | None:
