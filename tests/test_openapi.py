@@ -302,3 +302,4 @@ def test_the_documented_examples_are_messages(name: str) -> None:
     body = EXAMPLES["examples"][name]["value"]
     assert MESSAGE.is_valid(body)
     parse_native(body, now=NOW)
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from mailmux.message import InvalidMessage, MessageLimits
 from mailmux.native import parse_native
 from mailmux.receipts import Receipt
 from mailmux.spool.base import Event, EventKind, IdempotencyConflict, MessageState, Store
-from mailmux.vendors.inbound import Credential
+from mailmux.vendors.inbound import Credential, Shape
 from mailmux.vendors.sandbox import SandboxVendor
 
 log = logging.getLogger("mailmux.api")
@@ -85,11 +85,13 @@ def _event_json(event: Event) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, ctx: ApiContext, max_request_bytes: int) -> None:
+    def __init__(
+        self, ctx: ApiContext, max_request_bytes: int, shapes: Sequence[Shape] = ()
+    ) -> None:
         self.ctx = ctx
         self._max_request_bytes = max_request_bytes
         # The document states this server's limits; it never changes while the app runs.
-        self._openapi = orjson.dumps(openapi_document(ctx.limits, max_request_bytes))
+        self._openapi = orjson.dumps(openapi_document(ctx.limits, max_request_bytes, shapes))
 
     def routes(self) -> list[web.RouteDef]:
         return [

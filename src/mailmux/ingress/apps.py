@@ -16,7 +16,7 @@ def build_api_app(
 ) -> web.Application:
     """The main listener's app: the native API and the ESP-shaped APIs that are on."""
     app = web.Application(client_max_size=max_request_bytes)
-    app.add_routes(Api(ctx, max_request_bytes).routes())
+    app.add_routes(Api(ctx, max_request_bytes, shapes).routes())
     for shape in shapes:
         app.add_routes(ShapedIngress(shape, ctx, max_request_bytes).routes())
     return app

@@ -22,14 +22,17 @@ recipient bounds it states are the ones the server enforces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
 from mailmux.health import HealthState
+from mailmux.ingress.openapi_shapes import shape_paths, shape_security_schemes
 from mailmux.message import DEFAULT_LIMITS, RESERVED_HEADERS, MessageLimits
 from mailmux.spool.base import EventKind, MessageState
 from mailmux.vendors.base import Outcome
+from mailmux.vendors.inbound import Shape
 
 Schema = dict[str, Any]
 
@@ -613,17 +616,27 @@ _NOT_FOUND = _answer(_error_body("not_found"), "nothing by that name")
 
 
 def openapi_document(
-    limits: MessageLimits = DEFAULT_LIMITS, max_request_bytes: int = 36_000_000
+    limits: MessageLimits = DEFAULT_LIMITS,
+    max_request_bytes: int = 36_000_000,
+    shapes: Sequence[Shape] = (),
 ) -> Schema:
-    """The document for a server with these limits."""
+    """The document for a server with these limits and these ESP-shaped APIs on."""
+    document = _native_document(limits, max_request_bytes)
+    document["components"]["securitySchemes"].update(shape_security_schemes(shapes))
+    document["paths"].update(shape_paths(shapes))
+    return document
+
+
+def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "mailmux native API",
             "version": "1",
             "description": 'Errors are JSON: {"error": {"code", "message", "details"?}}. '
-            "With api_keys configured every route but this document needs "
-            "'Authorization: Bearer <key>'.",
+            "With api_keys or clients configured every route but this document needs "
+            "'Authorization: Bearer <key>'. The routes tagged esp-shaped are ESPs' own send "
+            "APIs, answered in each ESP's words, with the key in that ESP's auth slot.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
