@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test bench bench-large lint clean
+.PHONY: serve test bench bench-large bench-shaped lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(STAMP)
 
 bench-large: $(STAMP)
 	$(BIN)/python benchmarks/large.py
+
+bench-shaped: $(STAMP)
+	$(BIN)/python benchmarks/shaped.py
 
 clean:
 	rm -rf $(VENV)

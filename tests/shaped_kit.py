@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-from emulator_kit import read_back, set_faults
 
 from mailmux.app import App
 from mailmux.config import Config
+from mailmux.emulator.faults import Faults
 from mailmux.emulator.server import Emulator
 
 T = TypeVar("T")
@@ -61,13 +61,16 @@ class Router:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def received(self, vendor: str) -> list[dict[str, Any]]:
-        """What the emulator behind `vendor` accepted, oldest first."""
-        async with aiohttp.ClientSession() as http:
-            return await read_back(http, self.emulators[vendor].port)
+        """What the emulator behind `vendor` accepted, oldest first (also while it is down)."""
+        return [
+            {"id": m.id, "headers": dict(m.headers), "body": m.body, "raw": m.raw_body}
+            for m in self.emulators[vendor].messages
+        ]
 
     async def faults(self, vendor: str, faults: Any) -> None:
-        async with aiohttp.ClientSession() as http:
-            await set_faults(http, self.emulators[vendor].port, faults)
+        """Set the faults of the emulator behind `vendor`, as `POST /_emulator/faults` would
+        (straight on the object: its port may be down)."""
+        self.emulators[vendor].set_faults(Faults.from_json(faults))
 
     async def message(self, message_id: str) -> dict[str, Any]:
         """`GET /v1/messages/{id}`: the message's state, attempts and events."""
