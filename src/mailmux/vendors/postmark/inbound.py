@@ -80,10 +80,11 @@ ENDPOINTS = (
     Endpoint("batch_template", "POST", PATHS["batch_template"] + "/"),
 )
 _JSON_TYPES = frozenset({"application/json", "text/json", "text/x-json"})
-_STRINGS = ("From", "To", "Cc", "Bcc", "Subject", "Tag", "TextBody", "HtmlBody")
+#: Checked for type up front; Subject and Tag are checked as header text on their own.
+_STRINGS = ("From", "To", "Cc", "Bcc", "TextBody", "HtmlBody")
 _TRACK_LINKS = frozenset({"None", "HtmlAndText", "HtmlOnly", "TextOnly"})
 _MODELLED = frozenset(
-    {*_STRINGS, "ReplyTo", "Headers", "Attachments", "Metadata"}
+    {*_STRINGS, "Subject", "Tag", "ReplyTo", "Headers", "Attachments", "Metadata"}
     | {"TrackOpens", "TrackLinks", "MessageStream"}
 )
 _TEMPLATE_FIELDS = frozenset({"TemplateId", "TemplateAlias", "TemplateModel", "InlineCss"})
@@ -371,7 +372,7 @@ def _tracking(check: JsonChecker, item: Mapping[str, Any], at: str) -> None:
     if opens is not None and not isinstance(opens, bool):
         check.wrong_type(at + "TrackOpens", opens, "a boolean")
     links = item.get("TrackLinks")
-    if links is not None and links not in _TRACK_LINKS:
+    if links is not None and not (isinstance(links, str) and links in _TRACK_LINKS):
         check.fail(
             at + "TrackLinks",
             "invalid_value",
