@@ -38,8 +38,6 @@ from typing import Any, NoReturn, cast
 import orjson
 
 from mailmux.message import (
-    Address,
-    Attachment,
     FieldError,
     Message,
     MessageLimits,
@@ -56,7 +54,7 @@ from mailmux.vendors.inbound import (
     ShapeError,
     ShapeRequest,
 )
-from mailmux.vendors.postmark import replies
+from mailmux.vendors.postmark import fields, replies
 
 KIND = "postmark"
 TOKEN_HEADER = "X-Postmark-Server-Token"
@@ -82,13 +80,11 @@ ENDPOINTS = (
 _JSON_TYPES = frozenset({"application/json", "text/json", "text/x-json"})
 #: Checked for type up front; Subject and Tag are checked as header text on their own.
 _STRINGS = ("From", "To", "Cc", "Bcc", "TextBody", "HtmlBody")
-_TRACK_LINKS = frozenset({"None", "HtmlAndText", "HtmlOnly", "TextOnly"})
 _MODELLED = frozenset(
     {*_STRINGS, "Subject", "Tag", "ReplyTo", "Headers", "Attachments", "Metadata"}
     | {"TrackOpens", "TrackLinks", "MessageStream"}
 )
 _TEMPLATE_FIELDS = frozenset({"TemplateId", "TemplateAlias", "TemplateModel", "InlineCss"})
-_ATTACHMENT_FIELDS = frozenset({"Name", "Content", "ContentType", "ContentID"})
 
 
 class PostmarkInbound:
@@ -189,8 +185,8 @@ def _message(
     before = len(check.errors)
     for key in _STRINGS:
         check.string(item.get(key), at + key)
-    sender = _sender(check, item.get("From"), at)
-    to, cc, bcc = (_addresses(check, item.get(key), at + key) for key in ("To", "Cc", "Bcc"))
+    sender = fields.sender(check, item.get("From"), at)
+    to, cc, bcc = (fields.addresses(check, item.get(key), at + key) for key in ("To", "Cc", "Bcc"))
     count = len(to) + len(cc) + len(bcc)
     if count == 0 and all(isinstance(item.get(k) or "", str) for k in ("To", "Cc", "Bcc")):
         check.fail(at + "To", "required", "Zero recipients specified")
@@ -201,19 +197,19 @@ def _message(
             f"{count} recipients; a message may have at most {MAX_RECIPIENTS}.",
         )
     check.recipients(count)
-    reply_to = _reply_to(check, item.get("ReplyTo"), at)
+    reply_to = fields.reply_to(check, item.get("ReplyTo"), at)
     subject = check.string(item.get("Subject"), at + "Subject", header=True) or ""
-    text = _text(item.get("TextBody"))
-    html = _text(item.get("HtmlBody"))
+    text = fields.text(item.get("TextBody"))
+    html = fields.text(item.get("HtmlBody"))
     if not template and text is None and html is None:
         check.fail(
             at + "TextBody", "required", "Provide either a TextBody or an HtmlBody, or both."
         )
     tag = check.string(item.get("Tag"), at + "Tag", header=True)
-    headers = _headers(check, item.get("Headers"), at)
-    attachments = _attachments(check, item.get("Attachments"), at)
-    metadata = _metadata(check, item.get("Metadata"), at)
-    _tracking(check, item, at)
+    headers = fields.headers(check, item.get("Headers"), at)
+    attachments = fields.attachments(check, item.get("Attachments"), at)
+    metadata = fields.metadata(check, item.get("Metadata"), at)
+    fields.tracking(check, item, at)
     exclusive = _exclusive(check, item, at, template)
     shown = (*((sender,) if sender else ()), *to, *cc, *reply_to)
     size = parts_size(shown, subject, text, html, headers, attachments)
@@ -241,143 +237,6 @@ def _message(
         metadata,
     )
     return message, exclusive
-
-
-def _sender(check: JsonChecker, value: object, at: str) -> Address | None:
-    if not value:
-        check.fail(at + "From", "required", "a sender address is required")
-        return None
-    return check.mailbox(value, at + "From") if isinstance(value, str) else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _addresses(check: JsonChecker, value: object, path: str) -> tuple[Address, ...]:
-    if not isinstance(value, str):
-        return ()  # absent, or already reported as not a string
-    found = (check.mailbox(part, path) for part in split_addresses(value))
-    return tuple(a for a in found if a is not None)
-
-
-def _reply_to(check: JsonChecker, value: object, at: str) -> tuple[Address, ...]:
-    path = at + "ReplyTo"
-    if isinstance(value, list):
-        if not all(isinstance(v, str) for v in value):
-            check.wrong_type(path, value, "a string or an array of strings")
-            return ()
-        return tuple(a for v in value for a in _addresses(check, v, path))
-    if value is not None and not isinstance(value, str):
-        check.wrong_type(path, value, "a string")
-    return _addresses(check, value, path)
-
-
-def split_addresses(text: str) -> list[str]:
-    """A comma-separated address list; commas in quotes or `<…>` do not split, blanks drop."""
-    parts: list[str] = []
-    start, quoted, escaped, angle = 0, False, False, False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif not quoted and char in "<>":
-            angle = char == "<"
-        elif char == "," and not (quoted or angle):
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return [part for part in parts if part.strip()]
-
-
-def _headers(check: JsonChecker, value: object, at: str) -> dict[str, str]:
-    path = at + "Headers"
-    if value is None:
-        return {}
-    if not isinstance(value, list):
-        check.wrong_type(path, value, "an array of {Name, Value} objects")
-        return {}
-    named: dict[str, object] = {}
-    for index, entry in enumerate(value):
-        name = entry.get("Name") if isinstance(entry, dict) else None
-        if not (isinstance(name, str) and name):
-            check.fail(f"{path}[{index}].Name", "required", "a header needs a Name (a string)")
-        elif any(name.lower() == seen.lower() for seen in named):
-            check.fail(f"{path}[{index}].Name", "duplicate_header", f"{name!r} is given twice")
-        else:
-            named[name] = entry.get("Value", "") if isinstance(entry, dict) else ""
-    return check.headers(named, at=path)
-
-
-def _attachments(check: JsonChecker, value: object, at: str) -> list[Attachment]:
-    path = at + "Attachments"
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        check.wrong_type(path, value, "an array of attachment objects")
-        return []
-    found = (_attachment(check, item, f"{path}[{index}]") for index, item in enumerate(value))
-    return [a for a in found if a is not None]
-
-
-def _attachment(check: JsonChecker, item: object, path: str) -> Attachment | None:
-    if not isinstance(item, dict):
-        check.wrong_type(path, item, "an attachment object")
-        return None
-    before = len(check.errors)
-    unknown = sorted(set(item) - _ATTACHMENT_FIELDS)
-    if unknown:
-        check.fail(path, "unknown_field", f"unknown attachment fields {', '.join(unknown)}")
-    filename = None
-    if not item.get("Name"):
-        check.fail(f"{path}.Name", "required", "an attachment needs a Name")
-    else:
-        filename = check.filename(item["Name"], f"{path}.Name")
-    content = check.base64(check.required(item, "Content", path), f"{path}.Content")
-    content_type = check.content_type(item.get("ContentType"), filename or "", path)
-    raw_cid = item.get("ContentID")
-    content_id = None
-    if raw_cid is not None and raw_cid != "":
-        cid = raw_cid.removeprefix("cid:") if isinstance(raw_cid, str) else raw_cid
-        content_id = check.content_id(cid, f"{path}.ContentID")
-    if len(check.errors) > before or filename is None or content is None:
-        return None
-    return Attachment(filename, content, content_type, content_id is not None, content_id)
-
-
-def _metadata(check: JsonChecker, value: object, at: str) -> dict[str, str]:
-    """Metadata values as strings: postmarker sends numbers as they are."""
-    path = at + "Metadata"
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        check.wrong_type(path, value, "an object of strings")
-        return {}
-    metadata: dict[str, str] = {}
-    for key, raw in value.items():
-        shown = str(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else raw
-        text = check.string(shown, f"{path}.{key}", header=True, nullable=False)
-        name = check.string(key, f"{path}.{key!r}", header=True)
-        if text is not None and name is not None:
-            metadata[name] = text
-    return metadata
-
-
-def _tracking(check: JsonChecker, item: Mapping[str, Any], at: str) -> None:
-    """TrackOpens and TrackLinks are dropped, but what Postmark would refuse is refused."""
-    opens = item.get("TrackOpens")
-    if opens is not None and not isinstance(opens, bool):
-        check.wrong_type(at + "TrackOpens", opens, "a boolean")
-    links = item.get("TrackLinks")
-    if links is not None and not (isinstance(links, str) and links in _TRACK_LINKS):
-        check.fail(
-            at + "TrackLinks",
-            "invalid_value",
-            f"must be one of {', '.join(sorted(_TRACK_LINKS))}",
-        )
 
 
 def _exclusive(
