@@ -24,6 +24,14 @@ itself would answer it per item): nothing is sent for a request a caller
 must fix anyway. A batch is answered per item, as Postmark does; a single
 send with a rejected message gets Postmark's 422.
 
+Refused as Postmark refuses (422, see `replies` for the codes): a body not
+typed as JSON, not JSON, not a message object (or not an array for a
+batch), more than 500 batch messages, no sender, no recipient, more than 50
+recipients, no body; plus the rules every ingress shares (`JsonChecker`:
+addresses, line breaks in the subject, header names and values and display
+names, reserved header names, sizes). A header name given twice is refused:
+a Message holds one value per header.
+
 mailmux's answer carries no `To` (the request body is gone by then):
 Postmark itself leaves it out of the answer to a message without To, and
 postmarker never reads it.
