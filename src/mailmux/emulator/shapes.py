@@ -15,7 +15,7 @@ from mailmux.emulator.base import ShapeFactory
 _SHAPE_CLASSES = {
     "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
     "mailgun": "mailmux.emulator.mailgun:MailgunShape",
-    "postmark": "mailmux.emulator.postmark:PostmarkShape",
+    "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
     "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
     "ses": "mailmux.emulator.ses:SesShape",
     "resend": "mailmux.emulator.resend:ResendShape",

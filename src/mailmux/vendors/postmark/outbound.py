@@ -13,6 +13,12 @@ recipients are all in `Cc` or `Bcc` (found and relied on by django-anymail and
 by ActiveCampaign's own Postmark transport for Swiftmailer); it answers without
 a `To` then. Postmark writes the headers itself and keeps Bcc out of them.
 
+A message that came in through Postmark's own API (`vendors.postmark.inbound`)
+is not translated: `passthrough_request` sends the caller's body unchanged
+with this vendor's server token, to `/email` or `/email/withTemplate` (a
+batch item arrives narrowed to itself), so templates, tracking and message
+streams still work.
+
 How Postmark's answers are classified, and why:
 
 =================  ==============  ====================================================
@@ -63,7 +69,7 @@ from typing import Any
 import orjson
 
 from mailmux.addresses import ascii_email
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -79,6 +85,8 @@ from mailmux.vendors.base import (
 from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_RECIPIENTS = 50
+#: The single-message endpoints a caller's request can be passed through to.
+SINGLE_PATHS = {"email": "/email", "template": "/email/withTemplate"}
 MAX_TAG_CHARS = 1000
 MAX_BODY_BYTES = 5 * 1024 * 1024  # TextBody and HtmlBody, each
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # the whole request, attachments base64-encoded
@@ -125,7 +133,8 @@ class PostmarkVendor(HttpVendor):
         super().__init__(name, transport)
         if not api_key:
             raise ValueError(f"vendor {name!r}: Postmark needs an api_key (the server token)")
-        self._url = base_url.rstrip("/") + "/email"
+        self._base_url = base_url.rstrip("/")
+        self._url = self._base_url + "/email"
         self._headers = {
             "X-Postmark-Server-Token": api_key,
             "Content-Type": "application/json",
@@ -141,6 +150,18 @@ class PostmarkVendor(HttpVendor):
                 f"request of {len(body) / 2**20:.1f} MB; Postmark takes at most 10 MB"
             )
         return HttpRequest("POST", self._url, self._headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's Postmark request with this vendor's server token.
+
+        A message of a batch arrives narrowed to itself, named by the single-send
+        endpoint (`email` or `template`), so it goes to `/email` or `/email/withTemplate`.
+        """
+        path = SINGLE_PATHS.get(original.endpoint)
+        if path is None:
+            raise UnsupportedFeature(f"no Postmark endpoint {original.endpoint!r} to pass through")
+        headers = {**self._headers, "Content-Type": original.content_type or "application/json"}
+        return HttpRequest("POST", self._base_url + path, headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
