@@ -41,10 +41,13 @@ KEY = "toy-key"
 
 
 class ToyShape:
-    """`POST /toy/send` with `{"messages": [{"to", "subject"}, ...]}`; key in `X-Toy-Key`."""
+    """`POST /toy/send` with `{"messages": [{"to", "subject"}, ...]}`; key in `X-Toy-Key`.
+
+    `/toy/batch` takes the same body, and narrows each message to a `send` request.
+    """
 
     kind = "toy"
-    endpoints = (Endpoint("send", "POST", "/toy/send"),)
+    endpoints = (Endpoint("send", "POST", "/toy/send"), Endpoint("batch", "POST", "/toy/batch"))
 
     def credential(self, request: ShapeRequest) -> Credential | None:
         key = request.headers.get("X-Toy-Key")
@@ -297,6 +300,20 @@ async def test_the_esps_own_answer_is_passed_back_as_it_came(toy: Any) -> None:
     assert answer_back.headers["X-Toy-Id"] == "esp-7"
     assert answer_back.headers["X-Mailmux-Message-Id"]
     assert answer_back.headers.get("Connection") != "close"  # the ESP's connection is not ours
+
+
+async def test_a_batch_narrowed_to_a_single_send_is_answered_by_the_shape(toy: Any) -> None:
+    answer = HttpResponse(201, {"Content-Type": "application/x-toy"}, b"one send's answer")
+    passed = AttemptResult(Outcome.ACCEPTED, "esp-7", 201, passed_through=answer)
+    api = await toy(scripted("a", passed, kind="toy"))
+
+    answer_back = await api.client.post(
+        "/toy/batch", data=orjson.dumps(one()), headers={"X-Toy-Key": KEY}
+    )
+
+    assert answer_back.status == 200  # the batch's own answer, not the single send's
+    (item,) = await answer_back.json()
+    assert item["ok"] and item["id"] == answer_back.headers["X-Mailmux-Message-Id"]
 
 
 async def test_nothing_accepted_and_nothing_spooled_is_the_shapes_unavailable(

@@ -98,14 +98,25 @@ _SHAPED = (
 
 
 def shape_security_schemes(shapes: Sequence[Shape]) -> Schema:
-    return {f"{shape.kind}Key": _ABOUT[shape.kind].security for shape in shapes}
+    return {f"{shape.kind}Key": _about(shape.kind).security for shape in shapes}
+
+
+def _about(kind: str) -> _About:
+    """What to say of a shape; one without its own words gets general ones."""
+    return _ABOUT.get(kind) or _About(
+        kind,
+        {"type": "apiKey", "in": "header", "name": "Authorization"},
+        "in the ESP's own auth slot",
+        ("application/json",),
+        (200, "the ESP's own success answer"),
+    )
 
 
 def shape_paths(shapes: Sequence[Shape]) -> Schema:
     """A path item per endpoint of each shape that is on."""
     paths: Schema = {}
     for shape in shapes:
-        about = _ABOUT[shape.kind]
+        about = _about(shape.kind)
         for endpoint in shape.endpoints:
             status, success = about.success
             parameters = [

@@ -104,6 +104,9 @@ class ShapedIngress:
             return _response(shape.failure(endpoint, err.failure, err.message, err.errors))
         if caller.client is not None:
             messages = [replace(m, client=caller.client) for m in messages]
+        # The ESP's own answer fits the caller only when its request went out as it came:
+        # a batch of one narrowed to the single-send endpoint was answered for that one.
+        verbatim = len(messages) == 1 and _same_endpoint(messages[0], endpoint)
         request_hash = None if key is None else hashlib.sha256(body).hexdigest()
         del body, incoming  # parsed: a large body is not held while the messages are delivered
         try:
@@ -138,7 +141,7 @@ class ShapedIngress:
         headers = {IDS_HEADER: ids}
         if all(replayed for _, replayed in answers):
             headers["Idempotent-Replayed"] = "true"
-        passed = receipts[0].passed_through if len(receipts) == 1 else None
+        passed = receipts[0].passed_through if verbatim else None
         if passed is not None:
             return _passed_through(passed, headers)
         reply_request = _without_body(endpoint, request)
@@ -205,6 +208,10 @@ def _without_body(endpoint: str, request: web.Request) -> ShapeRequest:
         headers=request.headers,
         body=b"",
     )
+
+
+def _same_endpoint(message: Message, endpoint: str) -> bool:
+    return message.original is not None and message.original.endpoint == endpoint
 
 
 def _item_key(key: str | None, index: int) -> str | None:
