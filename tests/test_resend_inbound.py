@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 from shaped_kit import CLIENT_KEY, CLIENT_NAME, Router, router
 from vendor_kit import PDF, PNG
 
+from mailmux.message import DEFAULT_LIMITS
 from mailmux.spool.base import IdempotencyConflict
+from mailmux.vendors.inbound import ShapeRequest
+from mailmux.vendors.resend.inbound import ResendInbound
 
 resend = pytest.importorskip("resend", reason="the resend SDK is not installed")
 
@@ -185,6 +188,33 @@ async def test_an_exclusive_field_waits_for_resend_and_is_sent_there_once(
     assert other == []
 
 
+def test_the_fields_only_resend_can_carry_are_named_and_react_is_dropped() -> None:
+    email = {
+        **PLAIN,
+        "template": {"id": "welcome"},
+        "scheduled_at": "in 1 min",
+        "topic_id": "t1",
+        "react": None,
+        "future_field": 1,
+        "attachments": [{"path": "https://example.com/a.pdf", "filename": "a.pdf"}],
+        "tags": [{"name": "k", "value": "1"}, {"name": "k", "value": "2"}],
+    }
+    request = ShapeRequest("emails", "POST", "/emails", "", {}, {}, json.dumps(email).encode())
+    (message,) = ResendInbound().parse(request, now=0.0, limits=DEFAULT_LIMITS)
+
+    assert message.original is not None
+    assert message.original.exclusive == (
+        "template",
+        "scheduled_at",
+        "topic_id",
+        "future_field",
+        "attachments[0].path",
+        "tags[1]",
+    )
+    assert message.original.body is request.body
+    assert (message.attachments, message.metadata) == ((), {"k": "1"})
+
+
 # -- (d) batch ------------------------------------------------------------------------------
 
 
@@ -272,6 +302,36 @@ async def test_no_key_is_resend_s_401(tmp_path: Path) -> None:
         "message": "Missing API key in the authorization header.",
         "name": "missing_api_key",
     }
+
+
+async def test_an_email_every_vendor_refuses_is_resend_s_rejection(
+    tmp_path: Path, sdk: Callable[[Router], Any]
+) -> None:
+    async with router(tmp_path, {"other": "sendgrid"}) as at:
+        await at.faults("other", {"status": 400})
+        with pytest.raises(resend.exceptions.ValidationError) as refused:
+            await at.call(sdk(at).Emails.send, PLAIN)
+        found = await at.message(refused.value.headers[IDS_HEADER])
+
+    assert (refused.value.code, refused.value.error_type) == (422, "validation_error")
+    assert "refused by every provider" in refused.value.message
+    assert "SG.vendor-key" not in refused.value.message
+    assert found["state"] == "failed"
+
+
+async def test_neither_sent_nor_spooled_is_resend_s_application_error(
+    tmp_path: Path, sdk: Callable[[Router], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_spool(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    async with router(tmp_path, {"other": "sendgrid"}) as at:
+        monkeypatch.setattr(at.app.deliverer, "submit", broken_spool)
+        with pytest.raises(resend.exceptions.ApplicationError) as unavailable:
+            await at.call(sdk(at).Emails.send, PLAIN)
+
+    assert (unavailable.value.code, unavailable.value.error_type) == (500, "application_error")
+    assert "disk full" not in unavailable.value.message
 
 
 # -- (f) hostile input --------------------------------------------------------------------------

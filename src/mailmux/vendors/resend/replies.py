@@ -111,8 +111,9 @@ def describe(problem: FieldError) -> str:
     if problem.code in RESEND_NAMES:
         return problem.message
     field = _FIELD.match(problem.path)
-    name = field.group(1) if field and field.group(1) else "body"
-    return f"Invalid `{name}` field: {problem.message}."
+    if field is None or not field.group(1):  # the email as a whole, or the batch
+        return problem.message
+    return f"Invalid `{field.group(1)}` field: {problem.message}."
 
 
 def sent(endpoint: str, results: Sequence[ItemResult]) -> Reply:
