@@ -108,21 +108,21 @@ class ResendInbound:
         if request.endpoint == "batch":
             emails = _batch(document, check)
         elif isinstance(document, dict):
-            emails = [document]
+            emails = [(0, document)]
         else:
             check.fail("", "validation_error", "The request body must be a JSON object.")
             emails = []
         batch = request.endpoint == "batch"
         read = [
             _Email(check, email, f"[{i}]." if batch else "", in_batch=batch).read()
-            for i, email in enumerate(emails)
+            for i, email in emails
         ]
         if check.errors:
             first = check.errors[0]
             raise ShapeError(Failure.INVALID_REQUEST, replies.describe(first), check.errors)
         whole = len(emails) == 1
         messages = []
-        for email, (message, exclusive) in zip(emails, read, strict=True):
+        for (_, email), (message, exclusive) in zip(emails, read, strict=True):
             assert message is not None  # no errors, so every email was read
             original = Original(
                 KIND,
@@ -144,7 +144,8 @@ class ResendInbound:
         return replies.failure(failure, message, errors)
 
 
-def _batch(document: object, check: JsonChecker) -> list[dict[str, Any]]:
+def _batch(document: object, check: JsonChecker) -> list[tuple[int, dict[str, Any]]]:
+    """The batch's email objects with their index in the request."""
     if not isinstance(document, list) or not document:
         check.fail("", "validation_error", "The request body must be an array of 1 to 100 emails.")
         return []
@@ -154,7 +155,7 @@ def _batch(document: object, check: JsonChecker) -> list[dict[str, Any]]:
     emails = []
     for index, email in enumerate(document):
         if isinstance(email, dict):
-            emails.append(email)
+            emails.append((index, email))
         else:
             check.fail(f"[{index}]", "validation_error", f"The email at {index} must be an object.")
     return emails
