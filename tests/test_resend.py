@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+from dataclasses import replace
 from email.header import decode_header, make_header
 from typing import Any
 
@@ -25,7 +26,7 @@ from vendor_kit import (
 )
 
 from mailmux import __version__
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import AttemptResult, HttpResponse, Outcome
 from mailmux.vendors.resend import ResendVendor
 
@@ -225,6 +226,38 @@ def test_the_idempotency_key_is_the_message_id_whatever_key_the_caller_gave() ->
     assert first.body == retry.body  # Resend wants the same body again under one key
     assert other.headers["Idempotency-Key"] == "018f3a2b4c5d0000"
     assert keyless.headers["Idempotency-Key"] == MESSAGE_ID
+
+
+# -- pass-through of a request made to mailmux's Resend shape -------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint_name", "url"),
+    [("emails", "https://r.test/emails"), ("batch", "https://r.test/emails/batch")],
+)
+def test_a_passed_through_request_keeps_its_body_and_gets_the_account_s_key(
+    endpoint_name: str, url: str
+) -> None:
+    body = b'{"from":"a@example.com","template":{"id":"t"}}'
+    original = Original("resend", endpoint_name, body, "application/json; charset=utf-8")
+    request = vendor().passthrough_request(original, MESSAGE_ID)
+
+    assert (request.method, request.url, request.body) == ("POST", url, body)
+    assert request.headers["Authorization"] == "Bearer re_test_key"
+    assert request.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert request.headers["Idempotency-Key"] == MESSAGE_ID
+
+
+async def test_an_unknown_endpoint_is_unsupported_and_a_batch_of_one_s_id_is_read() -> None:
+    odd = Message(Address("a@example.com"), (Address("b@example.com"),), subject="s", text="t")
+    odd = replace(odd, original=Original("resend", "audiences", b"{}", "application/json"))
+    unsupported = await vendor().send(odd, timeout=1.0, message_id=MESSAGE_ID)
+    batch = HttpResponse(200, {}, orjson.dumps({"data": [{"id": EMAIL_ID}]}))
+    two = HttpResponse(200, {}, orjson.dumps({"data": [{"id": "x"}, {"id": "y"}]}))
+
+    assert unsupported.outcome is Outcome.UNSUPPORTED
+    assert vendor().parse_response(batch).vendor_message_id == EMAIL_ID
+    assert vendor().parse_response(two).outcome is Outcome.AMBIGUOUS
 
 
 # -- send through the pipeline --------------------------------------------------------

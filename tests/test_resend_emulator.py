@@ -25,10 +25,10 @@ from emulator_kit import (
 from vendor_kit import MESSAGE_ID, PDF, PNG
 
 from mailmux.emulator import Emulator, Faults
-from mailmux.emulator import resend as resend_shape
 from mailmux.message import Address, Attachment
 from mailmux.vendors.base import Outcome
 from mailmux.vendors.resend import ResendVendor
+from mailmux.vendors.resend import emulated as resend_shape
 
 API_KEY = "re_emulator_test_key"
 

@@ -18,7 +18,7 @@ _SHAPE_CLASSES = {
     "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
     "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
     "ses": "mailmux.emulator.ses:SesShape",
-    "resend": "mailmux.emulator.resend:ResendShape",
+    "resend": "mailmux.vendors.resend.emulated:ResendShape",
     "mailjet": "mailmux.emulator.mailjet:MailjetShape",
     "brevo": "mailmux.emulator.brevo:BrevoShape",
 }

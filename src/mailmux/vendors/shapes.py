@@ -12,8 +12,8 @@ from typing import cast
 from mailmux.vendors.inbound import Shape
 
 _SHAPE_CLASSES: dict[str, str] = {
-    # "sendgrid": "mailmux.vendors.sendgrid.inbound:SendGridInbound",
     "postmark": "mailmux.vendors.postmark.inbound:PostmarkInbound",
+    "resend": "mailmux.vendors.resend.inbound:ResendInbound",
 }
 
 #: Every shape name, in the order the docs list them.

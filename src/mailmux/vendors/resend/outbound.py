@@ -86,6 +86,10 @@ How the Message maps, and the choices made:
   no attachments and answers per email, and Resend has no MIME endpoint that
   would take the envelope apart from the headers.
 - `User-Agent: mailmux/<version>` is always sent: Resend refuses requests without one.
+- A request that came in through mailmux's Resend shape is passed through
+  (`passthrough_request`): the caller's body, unchanged, to the same endpoint
+  (`/emails`, or `/emails/batch` for a batch of one), with this account's key
+  and the same message-id `Idempotency-Key` as a translated send.
 
 What Resend cannot carry raises `UnsupportedFeature` before any request: raw MIME
 without a parsed body, an empty subject, no text or HTML body, no To recipient or more
@@ -107,7 +111,7 @@ import orjson
 
 from mailmux import __version__
 from mailmux.addresses import ascii_email
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -122,6 +126,8 @@ from mailmux.vendors.base import (
 from mailmux.vendors.body import AttachmentEntry, base64_text, json_body
 
 MAX_TO = 50
+#: Each endpoint of the Resend shape (`inbound.ENDPOINTS`), under `{base_url}/emails`.
+_PASSTHROUGH_PATHS = {"emails": "", "batch": "/batch"}
 QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
@@ -161,12 +167,23 @@ class ResendVendor(HttpVendor):
         headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, json_body(_payload(message)))
 
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        suffix = _PASSTHROUGH_PATHS.get(original.endpoint)
+        if suffix is None:
+            raise UnsupportedFeature(f"Resend has no endpoint {original.endpoint!r} to pass to")
+        headers = {
+            **self._headers,
+            "Content-Type": original.content_type,
+            "Idempotency-Key": message_id,
+        }
+        return HttpRequest("POST", self._url + suffix, headers, original.body)
+
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
         data = _json(response.body)
         if 200 <= status < 300:
-            message_id = data.get("id") if isinstance(data, dict) else None
-            if isinstance(message_id, str) and message_id:
+            message_id = _email_id(data)
+            if message_id:
                 return AttemptResult(Outcome.ACCEPTED, vendor_message_id=message_id, status=status)
             return AttemptResult(
                 Outcome.AMBIGUOUS,
@@ -352,6 +369,17 @@ def _json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+
+
+def _email_id(data: Any) -> str | None:
+    """The id in `{"id"}`, or in `{"data": [{"id"}]}` (a passed-through batch of one)."""
+    if not isinstance(data, dict):
+        return None
+    batch = data.get("data")
+    if isinstance(batch, list) and len(batch) == 1 and isinstance(batch[0], dict):
+        data = batch[0]
+    found = data.get("id")
+    return found if isinstance(found, str) and found else None
 
 
 def _detail(data: Any, response: HttpResponse) -> str:
