@@ -26,7 +26,7 @@ from shaped_kit import CLIENT_KEY, CLIENT_NAME, Router, router
 
 from mailmux.message import DEFAULT_LIMITS, Message
 from mailmux.vendors.brevo.inbound import BrevoInbound
-from mailmux.vendors.inbound import ShapeRequest
+from mailmux.vendors.inbound import Failure, ShapeRequest
 
 brevo = pytest.importorskip("brevo", reason="brevo-python is not installed")
 emails = pytest.importorskip("brevo.transactional_emails")
@@ -273,6 +273,27 @@ def test_nulls_are_absent_and_metadata_comes_from_x_mailin_custom() -> None:
     assert message.headers == {}
     (other,) = _parse(plain(headers={"X-Mailin-custom": "plain text"}))
     assert other.metadata == {"X-Mailin-custom": "plain text"}
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (Failure.INVALID_JSON, 400, "bad_request"),
+        (Failure.INVALID_REQUEST, 400, "invalid_parameter"),
+        (Failure.TOO_LARGE, 400, "invalid_parameter"),
+        (Failure.UNAUTHORIZED, 401, "unauthorized"),
+        (Failure.FORBIDDEN, 401, "unauthorized"),
+        (Failure.REJECTED, 400, "invalid_parameter"),
+        (Failure.EXPIRED, 400, "invalid_parameter"),
+        (Failure.UNAVAILABLE, 503, "service_unavailable"),  # nothing accepted: the SDK retries
+        (Failure.IDEMPOTENCY_REUSED, 400, "duplicate_parameter"),  # not 409: that is retried
+        (Failure.IDEMPOTENCY_IN_FLIGHT, 400, "duplicate_parameter"),
+    ],
+)
+def test_every_failure_has_brevos_status_and_code(failure: Failure, status: int, code: str) -> None:
+    reply = BrevoInbound().failure("email", failure, "why")
+    assert (reply.status, orjson.loads(reply.body)["code"]) == (status, code)
+    assert reply.headers["Content-Type"] == "application/json"
 
 
 def _parse(body: dict[str, Any]) -> list[Message]:
