@@ -101,6 +101,7 @@ async def until(check: Callable[[], Any], seconds: float = 10.0) -> None:
 
 
 async def test_sdk_rich_message_reaches_another_esp_translated(tmp_path: Path) -> None:
+    """Everything Brevo's API has; it has no inline (Content-ID) image, so none is sent."""
     async with router(tmp_path, {"other": "sendgrid"}) as r:
 
         def send() -> Any:
