@@ -20,7 +20,7 @@ _SHAPE_CLASSES = {
     "ses": "mailmux.emulator.ses:SesShape",
     "resend": "mailmux.vendors.resend.emulated:ResendShape",
     "mailjet": "mailmux.emulator.mailjet:MailjetShape",
-    "brevo": "mailmux.emulator.brevo:BrevoShape",
+    "brevo": "mailmux.vendors.brevo.emulated:BrevoShape",
 }
 
 

@@ -89,7 +89,7 @@ from typing import Any
 
 import orjson
 
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -154,6 +154,16 @@ class BrevoVendor(HttpVendor):
     def build_request(self, message: Message, message_id: str) -> HttpRequest:
         body = json_body(_payload(message, message_id))
         return HttpRequest("POST", self._url, self._headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's sendTransacEmail body as it came, with this account's `api-key`.
+
+        Brevo's idempotency key is a field of the body (`headers.idempotencyKey`),
+        not a request header, so it is the caller's own when given: nothing is
+        added to a body that goes out unchanged.
+        """
+        headers = {**self._headers, "Content-Type": original.content_type or "application/json"}
+        return HttpRequest("POST", self._url, headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
