@@ -1,0 +1,519 @@
+"""A SparkPost transmission (`POST /api/v1/transmissions` body) read into Messages.
+
+SparkPost writes one email per recipient: each copy's To header is the
+recipient itself unless `address.header_to` says otherwise, and CC is only a
+header in `content.headers`. Its SDK sends `cc=`/`bcc=` as extra recipients
+whose `header_to` is the first recipient, with the cc ones named in a `CC`
+header. So the recipients are read back into groups: each recipient without
+`header_to` starts a Message (its `to`), and every recipient whose `header_to`
+names it joins that Message, as `cc` when the CC header lists it and as `bcc`
+otherwise. A `header_to` that names no such recipient is a To header only
+SparkPost can write (exclusive), and gets a Message of its own.
+
+Choices worth knowing:
+- A group's tags and metadata are its first recipient's (merged over the
+  transmission's `metadata`, the recipient winning, as SparkPost merges them);
+  `campaign_id` becomes one more tag. Metadata values that are not strings are
+  carried as their JSON text.
+- `{{` in a part SparkPost renders (subject, bodies, headers, names) is
+  exclusive while `options.perform_substitutions` is not false: SparkPost
+  would substitute it and another ESP would send it literally.
+  `substitution_data` without any `{{` changes nothing and is dropped.
+- Headers mailmux writes itself (Message-ID, Date, ...) are exclusive rather
+  than refused: SparkPost accepts them, only a translation could not carry them.
+- `options.transactional` becomes the traffic class (true: `transactional`,
+  false: `bulk`).
+- A stored recipient list or template gives a Message whose recipients or
+  content only SparkPost knows; it is exclusive, so only a SparkPost vendor
+  ever sees it, and that one is given the request as it came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.utils import getaddresses
+from typing import Any
+
+import orjson
+
+from mailmux.addresses import AddressError, clean_name, has_line_break, normalize
+from mailmux.message import (
+    DEFAULT_TRAFFIC_CLASS,
+    RESERVED_HEADERS,
+    Address,
+    Attachment,
+    InvalidMessage,
+    Message,
+    MessageLimits,
+    parts_size,
+    safe_filename,
+)
+from mailmux.mime import parse_mime
+from mailmux.native import JsonChecker
+
+#: The sender of a message whose content is a stored template (never sent by another ESP).
+STORED_SENDER = Address("stored-template@sparkpost.invalid")
+_DROPPED_TOP = frozenset({"description", "substitution_data"})  # the latter: see docstring
+_DROPPED_OPTIONS = frozenset({"open_tracking", "click_tracking", "initial_open"})
+_FLAG_OPTIONS = frozenset({"sandbox", "skip_suppression", "inline_css"})  # exclusive when on
+_CONTENT_PARTS = ("from", "subject", "text", "html", "reply_to", "headers", "attachments")
+_STORED_CONTENT = ("template_id", "ab_test_id")
+_RECIPIENT_FIELDS = frozenset({"address", "tags", "metadata", "substitution_data"})
+_ADDRESS_FIELDS = frozenset({"email", "name", "header_to"})
+
+
+@dataclass(slots=True)
+class _Recipient:
+    raw: dict[str, Any]
+    address: Address
+    header_to: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Group:
+    """The recipients of one Message: `to` first, then the copies that show it."""
+
+    to: _Recipient
+    copies: list[_Recipient] = field(default_factory=list)
+    exclusive: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Read:
+    """One Message of a transmission and the recipients it stands for (for narrowing)."""
+
+    message: Message
+    recipients: list[dict[str, Any]]
+    exclusive: tuple[str, ...]
+
+
+def read_transmission(
+    doc: dict[str, Any], *, now: float, limits: MessageLimits
+) -> tuple[list[Read], list[str]]:
+    """The transmission's Messages (each with its recipients); InvalidMessage if refused.
+
+    The second value names the fields of the whole request only SparkPost can carry.
+    """
+    return _Reader(limits, now).read(doc)
+
+
+class _Reader:
+    def __init__(self, limits: MessageLimits, now: float) -> None:
+        self.check = JsonChecker(limits)
+        self.now = now
+        self.exclusive: set[str] = set()
+        self.rendered: list[str] = []  # text SparkPost's template engine would read
+
+    def read(self, doc: dict[str, Any]) -> tuple[list[Read], list[str]]:
+        check = self.check
+        traffic_class = self._options(doc.get("options"))
+        substitutes = not (
+            isinstance(doc.get("options"), dict)
+            and doc["options"].get("perform_substitutions") is False
+        )
+        for key, value in doc.items():
+            if value is not None and key not in _KNOWN_TOP:
+                self.exclusive.add(key)
+        base_metadata = self._metadata(doc.get("metadata"), "metadata")
+        campaign = check.string(doc.get("campaign_id"), "campaign_id", header=True)
+        recipients = self._recipients(doc.get("recipients"))
+        content = doc.get("content")
+        message = self._content(content)
+        if recipients is not None:
+            check.recipients(len(recipients))
+        if substitutes and any("{{" in text for text in self.rendered):
+            self.exclusive.add("substitutions")
+        if check.errors or message is None:
+            raise InvalidMessage(check.errors)
+        message = replace(message, traffic_class=traffic_class)
+        if recipients is None:  # a stored list: recipients only SparkPost knows
+            extra = (campaign,) if campaign else ()
+            tagged = replace(message, tags=extra, metadata=base_metadata)
+            return [Read(tagged, [], ())], sorted(self.exclusive)
+        reads: list[Read] = []
+        if message.raw_mime is not None:
+            raw = self._raw_read(
+                message, _Group(recipients[0], recipients[1:]), base_metadata, campaign
+            )
+            reads = [] if raw is None else [raw]
+        else:
+            cc_shown = {a.email.lower() for a in message.cc}
+            groups = _groups(recipients)
+            delivered = {r.address.email.lower() for r in recipients}
+            if cc_shown - delivered:
+                self.exclusive.add("content.headers.CC")  # a CC nobody receives
+            reads = [
+                self._group_read(message, g, cc_shown, base_metadata, campaign) for g in groups
+            ]
+        if check.errors:
+            raise InvalidMessage(check.errors)
+        return reads, sorted(self.exclusive)
+
+    # -- options and top-level fields ------------------------------------------------
+
+    def _options(self, options: object) -> str:
+        if options is None:
+            return DEFAULT_TRAFFIC_CLASS
+        if not isinstance(options, dict):
+            self.check.wrong_type("options", options, "an object")
+            return DEFAULT_TRAFFIC_CLASS
+        traffic_class = DEFAULT_TRAFFIC_CLASS
+        for key, value in options.items():
+            path = f"options.{key}"
+            if value is None or key in _DROPPED_OPTIONS:
+                continue
+            if key in ("transactional", "perform_substitutions"):
+                if not isinstance(value, bool):
+                    self.check.wrong_type(path, value, "a boolean")
+                elif key == "transactional":
+                    traffic_class = "transactional" if value else "bulk"
+            elif key in _FLAG_OPTIONS:
+                if value is not False:
+                    self.exclusive.add(path)
+            elif value != "":  # start_time, ip_pool and what mailmux does not know
+                self.exclusive.add(path)
+        return traffic_class
+
+    def _metadata(self, value: object, path: str) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.check.wrong_type(path, value, "an object")
+            return {}
+        found: dict[str, str] = {}
+        for key, item in value.items():
+            text = item if isinstance(item, str) else orjson.dumps(item).decode()
+            name = self.check.string(key, f"{path}.{key!r}", header=True)
+            kept = self.check.string(text, f"{path}.{key}", header=True)
+            if name is not None and kept is not None:
+                found[name] = kept
+        return found
+
+    # -- recipients ------------------------------------------------------------------
+
+    def _recipients(self, value: object) -> list[_Recipient] | None:
+        """The inline recipients; None for a stored list (exclusive)."""
+        check = self.check
+        if isinstance(value, dict) and isinstance(value.get("list_id"), str) and value["list_id"]:
+            self.exclusive.add("recipients.list_id")
+            return None
+        if value is None or value == [] or isinstance(value, dict):
+            check.fail("recipients", "required", "recipients or list_id required")
+            return []
+        if not isinstance(value, list):
+            check.fail(
+                "recipients",
+                "invalid_type",
+                "Invalid recipients type - needs to be json_array or json_object",
+            )
+            return []
+        found = (self._recipient(item, f"recipients[{i}]") for i, item in enumerate(value))
+        return [r for r in found if r is not None]
+
+    def _recipient(self, item: object, path: str) -> _Recipient | None:
+        check = self.check
+        if not isinstance(item, dict):
+            check.wrong_type(path, item, "a recipient object")
+            return None
+        for key, value in item.items():
+            if value is not None and key not in _RECIPIENT_FIELDS:
+                self.exclusive.add(f"recipients.{key}")
+        raw_address = item.get("address")
+        header_to = None
+        if isinstance(raw_address, str):
+            address = check.mailbox(raw_address, f"{path}.address")
+        elif isinstance(raw_address, dict) and raw_address.get("email") is not None:
+            for key, value in raw_address.items():
+                if value is not None and key not in _ADDRESS_FIELDS:
+                    self.exclusive.add(f"recipients.address.{key}")
+            address = self._address(raw_address, f"{path}.address")
+            header_to = check.string(
+                raw_address.get("header_to"), f"{path}.address.header_to", header=True
+            )
+        else:
+            check.fail(
+                f"{path}.address", "required", "address.email is required for each recipient"
+            )
+            return None
+        tags = self._tags(item.get("tags"), f"{path}.tags")
+        metadata = self._metadata(item.get("metadata"), f"{path}.metadata")
+        if address is None:
+            return None
+        if address.name:
+            self.rendered.append(address.name)
+        return _Recipient(item, address, header_to or None, tags, metadata)
+
+    def _address(self, value: dict[str, Any], path: str) -> Address | None:
+        email = self.check.string(value.get("email"), f"{path}.email")
+        name = self.check.string(value.get("name"), f"{path}.name", header=True)
+        if email is None:
+            return None
+        try:
+            return Address(normalize(email), None if name is None else clean_name(name))
+        except AddressError as err:
+            self.check.fail(path, err.code, f"invalid recipient address: {err.reason}")
+            return None
+
+    def _tags(self, value: object, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.check.wrong_type(path, value, "an array of strings")
+            return ()
+        found = (
+            self.check.string(t, f"{path}[{i}]", header=True, nullable=False)
+            for i, t in enumerate(value)
+        )
+        return tuple(t for t in found if t is not None)
+
+    # -- content ---------------------------------------------------------------------
+
+    def _content(self, content: object) -> Message | None:
+        """The content as a Message without recipients (raw MIME parsed when given)."""
+        check = self.check
+        if not isinstance(content, dict):
+            if content is None:
+                check.fail("content", "required", "content object or template_id required")
+            else:
+                check.wrong_type("content", content, "an object")
+            return None
+        for key, value in content.items():
+            if value is not None and key not in _KNOWN_CONTENT:
+                self.exclusive.add(f"content.{key}")
+        if content.get("email_rfc822") is not None:
+            return self._rfc822(content)
+        stored = [k for k in _STORED_CONTENT if content.get(k) not in (None, "")]
+        for key in stored:
+            self.exclusive.add(f"content.{key}")
+        if content.get("use_draft_template"):
+            self.exclusive.add("content.use_draft_template")
+        if content.get("amp_html") not in (None, ""):
+            self.exclusive.add("content.amp_html")
+        subject = check.string(content.get("subject"), "content.subject", header=True) or ""
+        text = check.string(content.get("text"), "content.text") or None
+        html = check.string(content.get("html"), "content.html") or None
+        amp = check.string(content.get("amp_html"), "content.amp_html")
+        self.rendered += [subject, text or "", html or "", amp or ""]
+        sender = self._sender(content.get("from"))
+        if not stored:
+            if content.get("from") is None:
+                check.fail("content.from", "required", "content.from is a required field")
+            if content.get("subject") is None:
+                check.fail("content.subject", "required", "content.subject is a required field")
+            if not (text or html):
+                check.fail("content", "required", "content.text or content.html is required")
+        reply_to = self._reply_to(content.get("reply_to"))
+        headers, cc = self._headers(content.get("headers"))
+        attachments = self._parts(content.get("attachments"), "content.attachments", inline=False)
+        images = self._parts(content.get("inline_images"), "content.inline_images", inline=True)
+        if images and not html and not stored:
+            check.fail(
+                "content.inline_images", "required", "content.inline_images requires content.html"
+            )
+        parts = (*attachments, *images)
+        size = parts_size((*cc, *reply_to), subject, text, html, headers, parts)
+        if size > check.limits.max_message_bytes:
+            limit = check.limits.max_message_bytes
+            check.fail("content", "too_large", f"the message is {size} bytes; the limit is {limit}")
+        return Message(
+            sender or STORED_SENDER,
+            (),
+            cc,
+            reply_to=reply_to,
+            subject=subject,
+            text=text,
+            html=html,
+            headers=headers,
+            attachments=parts,
+        )
+
+    def _rfc822(self, content: dict[str, Any]) -> Message | None:
+        check = self.check
+        others = [k for k in (*_CONTENT_PARTS, *_STORED_CONTENT, "inline_images") if content.get(k)]
+        for key in others:
+            check.fail(
+                f"content.{key}",
+                "mutually_exclusive",
+                f"content.email_rfc822 and content.{key} are mutually exclusive",
+            )
+        raw = content["email_rfc822"]
+        if not isinstance(raw, str) or not raw:
+            check.fail("content.email_rfc822", "invalid_type", "content.email_rfc822 is empty")
+            return None
+        # Parsed with its envelope once the recipients are known (`_raw_read`).
+        return Message(STORED_SENDER, (), raw_mime=raw.encode())
+
+    def _sender(self, value: object) -> Address | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            sender = self.check.mailbox(value, "content.from")
+        elif isinstance(value, dict):
+            sender = self._address(value, "content.from")
+        else:
+            self.check.wrong_type("content.from", value, 'an address or {"email", "name"}')
+            return None
+        if sender is not None and sender.name:
+            self.rendered.append(sender.name)
+        return sender
+
+    def _reply_to(self, value: object) -> tuple[Address, ...]:
+        text = self.check.string(value, "content.reply_to", header=True)
+        if not text:
+            return ()
+        self.rendered.append(text)
+        return self._header_addresses(text, "content.reply_to")
+
+    def _header_addresses(self, text: str, path: str) -> tuple[Address, ...]:
+        found: list[Address] = []
+        for name, addr in getaddresses([text]):
+            try:
+                found.append(Address(normalize(addr), clean_name(name)))
+            except AddressError as err:
+                self.check.fail(path, err.code, err.reason)
+        return tuple(found)
+
+    def _headers(self, value: object) -> tuple[dict[str, str], tuple[Address, ...]]:
+        """The custom headers (CC taken out as the addresses it shows)."""
+        if not isinstance(value, dict):
+            return self.check.headers(value, at="content.headers"), ()
+        cc: tuple[Address, ...] = ()
+        custom: dict[str, object] = {}
+        for name, raw in value.items():
+            path = f"content.headers.{name}"
+            if name.lower() == "cc":
+                text = self.check.string(raw, path, header=True, nullable=False)
+                cc = self._header_addresses(text, path) if text else ()
+            elif name.lower() in RESERVED_HEADERS and not has_line_break(name):
+                if self.check.string(raw, path, header=True, nullable=False) is not None:
+                    self.exclusive.add(path)
+            else:
+                custom[name] = raw
+        headers = self.check.headers(custom, at="content.headers")
+        self.rendered += [*headers, *headers.values()]
+        return headers, cc
+
+    def _parts(self, value: object, path: str, *, inline: bool) -> list[Attachment]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.check.wrong_type(path, value, "an array of objects")
+            return []
+        found = (self._part(item, f"{path}[{i}]", inline) for i, item in enumerate(value))
+        return [part for part in found if part is not None]
+
+    def _part(self, item: object, path: str, inline: bool) -> Attachment | None:
+        check = self.check
+        if not isinstance(item, dict):
+            check.wrong_type(path, item, "an object with name, type and data")
+            return None
+        before = len(check.errors)
+        for key in ("name", "type", "data"):
+            if item.get(key) in (None, ""):
+                check.fail(f"{path}.{key}", "required", f"{path}.{key} is a required field")
+        name = item.get("name")
+        if inline:
+            cid = check.content_id(name, f"{path}.name") if name else None
+            filename = safe_filename(cid or "") or "inline"
+        else:
+            cid = None
+            filename = (check.filename(name, f"{path}.name") if name else None) or ""
+        content_type = check.content_type(item.get("type"), filename, path)
+        data = item.get("data")
+        content = check.base64(check.string(data, f"{path}.data"), f"{path}.data")
+        if len(check.errors) > before or content is None:
+            return None
+        return Attachment(filename, content, content_type, inline, cid)
+
+    # -- recipient groups → Messages -------------------------------------------------
+
+    def _group_read(
+        self,
+        content: Message,
+        group: _Group,
+        cc_shown: set[str],
+        metadata: Mapping[str, str],
+        campaign: str | None,
+    ) -> Read:
+        first = group.to
+        exclusive = set(group.exclusive)
+        for copy in group.copies:
+            if (copy.tags, copy.metadata) != (first.tags, first.metadata):
+                exclusive.add("recipients.tags/metadata")  # differ within one email
+        cc = tuple(c.address for c in group.copies if c.address.email.lower() in cc_shown)
+        bcc = tuple(c.address for c in group.copies if c.address.email.lower() not in cc_shown)
+        message = replace(
+            content,
+            to=(first.address,),
+            cc=cc,
+            bcc=bcc,
+            tags=_tags(first.tags, campaign),
+            metadata={**metadata, **first.metadata},
+        )
+        return Read(message, [first.raw, *(c.raw for c in group.copies)], tuple(sorted(exclusive)))
+
+    def _raw_read(
+        self, content: Message, group: _Group, metadata: Mapping[str, str], campaign: str | None
+    ) -> Read | None:
+        """Raw MIME goes to every recipient as it is: one Message, the recipients its envelope."""
+        everyone = [group.to, *group.copies]
+        envelope = [r.address.email for r in everyone]
+        try:
+            message = parse_mime(
+                content.raw_mime or b"",
+                envelope_to=envelope,
+                limits=self.check.limits,
+                now=self.now,
+            )
+        except InvalidMessage as err:
+            for problem in err.errors:
+                path = "content.email_rfc822" + (f".{problem.path}" if problem.path else "")
+                self.check.fail(path, problem.code, problem.message)
+            return None
+        exclusive = set()
+        if any((r.tags, r.metadata) != (group.to.tags, group.to.metadata) for r in everyone):
+            exclusive.add("recipients.tags/metadata")
+        message = replace(
+            message,
+            traffic_class=content.traffic_class,
+            tags=_tags(group.to.tags, campaign),
+            metadata={**metadata, **group.to.metadata},
+        )
+        return Read(message, [r.raw for r in everyone], tuple(sorted(exclusive)))
+
+
+_KNOWN_TOP = (
+    frozenset({"recipients", "content", "options", "metadata", "campaign_id"}) | _DROPPED_TOP
+)
+_KNOWN_CONTENT = frozenset(
+    {*_CONTENT_PARTS, *_STORED_CONTENT, "inline_images", "email_rfc822", "amp_html"}
+    | {"use_draft_template"}
+)
+
+
+def _groups(recipients: Sequence[_Recipient]) -> list[_Group]:
+    """Recipients → one group per To recipient, its cc/bcc copies joined to it."""
+    groups: list[_Group] = []
+    by_email: dict[str, _Group] = {}
+    for recipient in recipients:
+        if recipient.header_to is None:
+            group = _Group(recipient)
+            groups.append(group)
+            by_email.setdefault(recipient.address.email.lower(), group)
+    for recipient in recipients:
+        if recipient.header_to is None:
+            continue
+        shown = [addr.lower() for _, addr in getaddresses([recipient.header_to]) if addr]
+        owner = by_email.get(shown[0]) if len(shown) == 1 else None
+        if owner is None:  # a To header naming someone else: only SparkPost writes it
+            groups.append(_Group(recipient, exclusive={"recipients.address.header_to"}))
+        else:
+            owner.copies.append(recipient)
+    return groups
+
+
+def _tags(tags: tuple[str, ...], campaign: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*tags, *((campaign,) if campaign else ()))))
