@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -310,13 +311,20 @@ def _groups(recipients: Sequence[_Recipient]) -> list[_Group]:
     for recipient in recipients:
         if recipient.header_to is None:
             continue
-        shown = [addr.lower() for _, addr in getaddresses([recipient.header_to]) if addr]
+        shown = _shown_emails(recipient.header_to)
         owner = by_email.get(shown[0]) if len(shown) == 1 else None
         if owner is None:  # a To header naming someone else: only SparkPost writes it
             groups.append(_Group(recipient, exclusive={"recipients.address.header_to"}))
         else:
             owner.copies.append(recipient)
     return groups
+
+
+@lru_cache(maxsize=1024)
+def _shown_emails(header_to: str) -> tuple[str, ...]:
+    """The addresses a `header_to` shows, lower-cased. Cached: a transmission usually
+    gives every copy the same one, and parsing it dominates reading a request."""
+    return tuple(addr.lower() for _, addr in getaddresses([header_to]) if addr)
 
 
 def _tags(tags: tuple[str, ...], campaign: str | None) -> tuple[str, ...]:
