@@ -16,7 +16,7 @@ _SHAPE_CLASSES = {
     "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
     "mailgun": "mailmux.emulator.mailgun:MailgunShape",
     "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
-    "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
+    "sparkpost": "mailmux.vendors.sparkpost.emulated:SparkPostShape",
     "ses": "mailmux.emulator.ses:SesShape",
     "resend": "mailmux.vendors.resend.emulated:ResendShape",
     "mailjet": "mailmux.emulator.mailjet:MailjetShape",

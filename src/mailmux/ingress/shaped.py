@@ -33,7 +33,7 @@ from multidict import CIMultiDict
 from mailmux.idempotency import IdempotencyKeyReused
 from mailmux.ingress.api import ApiContext
 from mailmux.ingress.body import BodyTooLarge, read_body
-from mailmux.message import CLASS_HEADER, DEADLINE_HEADER, Checker, Message
+from mailmux.message import CLASS_HEADER, DEADLINE_HEADER, Checker, Message, recipient_count
 from mailmux.native import valid_idempotency_key
 from mailmux.receipts import Receipt
 from mailmux.spool.base import IdempotencyConflict, MessageState
@@ -145,7 +145,9 @@ class ShapedIngress:
         if passed is not None:
             return _passed_through(passed, headers)
         reply_request = _without_body(endpoint, request)
-        reply = shape.reply(reply_request, [_item(r) for r in receipts])
+        reply = shape.reply(
+            reply_request, [_item(r, m) for r, m in zip(receipts, messages, strict=True)]
+        )
         return _response(reply, headers)
 
     def _messages(self, incoming: ShapeRequest, key: str | None) -> list[Message]:
@@ -234,7 +236,7 @@ def _seconds_or_instant(value: str | None) -> str | float | None:
         return value
 
 
-def _item(receipt: Receipt) -> ItemResult:
+def _item(receipt: Receipt, message: Message) -> ItemResult:
     state = receipt.state
     accepted = state in (MessageState.SENT, MessageState.QUEUED)
     return ItemResult(
@@ -243,6 +245,7 @@ def _item(receipt: Receipt) -> ItemResult:
         queued=state is MessageState.QUEUED,
         expired=state is MessageState.EXPIRED,
         reason=receipt.reason or "",
+        recipients=recipient_count(message),
     )
 
 

@@ -96,7 +96,8 @@ class ItemResult:
 
     `accepted` means sent or durably spooled (`queued`): every ESP answers
     "queued" itself, so both are its success. Otherwise `reason` says why it
-    failed (`expired` when its deadline passed first).
+    failed (`expired` when its deadline passed first). `recipients` counts the
+    message's to, cc and bcc, for ESPs whose answer counts recipients (SparkPost).
     """
 
     id: str  # mailmux's message id: the id the ESP's reply carries
@@ -104,6 +105,7 @@ class ItemResult:
     queued: bool = False
     expired: bool = False
     reason: str = ""
+    recipients: int = 1
 
 
 class Credential:

@@ -96,7 +96,7 @@ from typing import Any
 import orjson
 
 from mailmux.addresses import ascii_email
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.mime import render_mime
 from mailmux.vendors.base import (
     AttemptResult,
@@ -159,6 +159,12 @@ class SparkPostVendor(HttpVendor):
                 f"request of {len(body) / 2**20:.1f} MB; SparkPost takes at most 20 MB"
             )
         return HttpRequest("POST", self._url, self._headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's transmission, unchanged, under this vendor's key. SparkPost has no
+        idempotency key, so none is added (a retry after an ambiguous attempt may repeat)."""
+        headers = {**self._headers, "Content-Type": original.content_type or "application/json"}
+        return HttpRequest("POST", self._url, headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
