@@ -17,7 +17,7 @@ _SHAPE_CLASSES = {
     "mailgun": "mailmux.emulator.mailgun:MailgunShape",
     "postmark": "mailmux.emulator.postmark:PostmarkShape",
     "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
-    "ses": "mailmux.emulator.ses:SesShape",
+    "ses": "mailmux.vendors.ses.emulated:SesShape",
     "resend": "mailmux.emulator.resend:ResendShape",
     "mailjet": "mailmux.emulator.mailjet:MailjetShape",
     "brevo": "mailmux.emulator.brevo:BrevoShape",
