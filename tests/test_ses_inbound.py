@@ -282,7 +282,8 @@ async def test_a_template_goes_only_to_ses_and_waits_for_it(tmp_path: Path) -> N
         assert len(await mux.received("aws")) == 1
         assert await mux.received("other") == []
         found = await mux.message(message_id)
-    assert all(e.get("vendor") != "other" or e["type"] != "attempt" for e in found["events"])
+    assert {a["vendor"] for a in found["attempts"]} == {"aws"}  # sendgrid never asked
+    assert found["attempts"][-1]["mode"] == "passed_through"
 
 
 # -- (e) errors through the SDK -----------------------------------------------------------
@@ -335,6 +336,18 @@ async def test_a_signature_more_than_15_minutes_old_is_refused(tmp_path: Path) -
         assert (await post(mux.url, body.replace(b"Hello", b"Hallo"), tampered))[0] == 403
         await nothing_kept(mux)
         assert (await post(mux.url, body, fresh))[0] == 200
+
+
+async def test_a_message_every_vendor_refuses_raises_message_rejected(tmp_path: Path) -> None:
+    async with router(tmp_path, {"other": "sendgrid"}) as mux:
+        await mux.faults("other", {"status": 400})
+        client = ses_client(mux.url)
+        with pytest.raises(client.exceptions.MessageRejected) as raised:
+            await mux.call(client.send_email, **SIMPLE)
+        client.close()
+    headers = raised.value.response["ResponseMetadata"]["HTTPHeaders"]
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert headers["x-mailmux-message-id"] in raised.value.response["Error"]["Message"]
 
 
 # -- (f) hostile inputs -------------------------------------------------------------------

@@ -11,6 +11,11 @@ config, container or instance role), resolved once; refreshable ones are refresh
 the event loop when they near expiry, and a failed refresh is vendor_config (nothing
 can be signed).
 
+A SendEmail request that came in through mailmux's SES shape (`message.original`) is
+passed through: its body goes out byte for byte, signed anew with this vendor's keys and
+region, so what mailmux does not model (templates, list management, configuration sets)
+still reaches SES, and the caller gets SES's own answer.
+
 Content is `Simple` when SES can build the message from parts — subject, text/HTML
 bodies, up to 15 printable-ASCII custom headers, attachments with inline content ids —
 and `Raw` otherwise: the message's own `raw_mime`, or `mailmux.mime.render_mime` when
