@@ -497,7 +497,12 @@ _near_valid = st.builds(
     ),
     _header_lists | st.lists(st.emails() | st.text(max_size=30), max_size=3),
 )
-_bodies = _near_valid | _mutated | st.binary(max_size=64) | _json.map(orjson.dumps)
+_WORD_PARTS = ["=?", "?=", "?q?", "?b?", "utf-8", "x-nope", "=C3", "=0D=0A", "DQo=", '"', "<"]
+_encoded_names = st.builds(
+    lambda parts: orjson.dumps(_with(("FromEmailAddress",), "".join(parts) + " <a@example.com>")),
+    st.lists(st.sampled_from(_WORD_PARTS) | st.text(max_size=3), max_size=8),
+)
+_bodies = _encoded_names | _near_valid | _mutated | st.binary(max_size=64) | _json.map(orjson.dumps)
 
 
 def _fuzz(url: str) -> None:

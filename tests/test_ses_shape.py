@@ -145,3 +145,17 @@ def test_success_and_queued_carry_mailmux_id_where_ses_puts_its_own() -> None:
         assert (reply.status, orjson.loads(reply.body)) == (200, {"MessageId": "mm-1"})
     expired = SHAPE.reply(request(b""), [ItemResult("mm-2", False, expired=True)])
     assert (expired.status, expired.headers["x-amzn-ErrorType"]) == (400, "MessageRejected")
+
+
+@pytest.mark.parametrize(
+    "name", ["=?\x80?q?x?=", "=?x-nope?q?x?=", "=?utf-8?b?not base64?=", "=?utf-8?q?=FF?="]
+)
+def test_a_broken_encoded_word_is_a_name_as_written_not_a_crash(name: str) -> None:
+    message = parse({**SIMPLE, "FromEmailAddress": f"{name} <shop@example.com>"})
+    assert message.sender.email == "shop@example.com"
+
+
+def test_an_encoded_line_break_in_a_display_name_is_refused() -> None:
+    with pytest.raises(ShapeError) as raised:
+        parse({**SIMPLE, "FromEmailAddress": "=?utf-8?q?a=0D=0ABcc:_x@y.z?= <shop@example.com>"})
+    assert [e.code for e in raised.value.errors] == ["header_injection"]

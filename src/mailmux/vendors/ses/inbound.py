@@ -17,7 +17,8 @@ How the body becomes a Message:
   it is a plain attachment when translated).
 - `Content.Raw.Data`: the MIME message as `raw_mime`, parsed for its fields;
   `Destination`, when given, is the envelope and `FromEmailAddress` stands in
-  for a missing From, as SES does.
+  for a missing From, as SES does (`ReplyToAddresses` is the MIME's business
+  then, and ignored).
 - `EmailTags` become metadata, name → value: SES's tags are pairs, and
   metadata keeps both halves (the outbound vendor turns them back into the
   same tags). Names and values take SES's charset; a name given twice is
@@ -40,7 +41,7 @@ import binascii
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from typing import Any
 
@@ -278,7 +279,7 @@ def _mailbox(check: JsonChecker, value: object, path: str) -> Address | None:
         return address
     try:
         name = str(make_header(decode_header(address.name)))
-    except (HeaderParseError, UnicodeError, LookupError, ValueError):
+    except (MessageError, UnicodeError, LookupError, ValueError):
         return address  # not an encoded word after all: the name as written
     if has_line_break(name):
         check.fail(path, "header_injection", f"display name {name[:80]!r} contains a line break")

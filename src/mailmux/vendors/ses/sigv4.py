@@ -14,6 +14,10 @@ refused, so a captured request cannot be replayed later. The body must be the
 one signed: botocore hashes it into the signature (or sends its hash as
 `X-Amz-Content-SHA256`, which must then match); an unsigned payload is refused.
 
+The signature covers the Host header and the path as the client saw them: a
+proxy in front of mailmux must pass both unchanged (SendEmail's path has
+nothing to percent-encode, so the decoded path is the signed one).
+
 `authorization_problem` is the structural check alone (scheme, scope, date),
 worded as SES words it: the emulator uses it, since it accepts any key pair.
 """
