@@ -19,7 +19,8 @@ from mailmux.emulator.base import Received, Route
 from mailmux.message import MessageLimits
 from mailmux.vendors.inbound import Reply, ShapeError, ShapeRequest
 from mailmux.vendors.ses import replies, sigv4
-from mailmux.vendors.ses.inbound import ENDPOINT, MAX_RECIPIENTS, SesInbound
+from mailmux.vendors.ses.inbound import ENDPOINT, SesInbound
+from mailmux.vendors.ses.sendemail import MAX_RECIPIENTS
 
 _SES_BYTES = 40 * 1024 * 1024
 #: What SES itself takes: 50 recipients, 40 MB a message, SES's 995-character headers.
