@@ -17,7 +17,7 @@ _SHAPE_CLASSES = {
     "mailgun": "mailmux.emulator.mailgun:MailgunShape",
     "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
     "sparkpost": "mailmux.vendors.sparkpost.emulated:SparkPostShape",
-    "ses": "mailmux.emulator.ses:SesShape",
+    "ses": "mailmux.vendors.ses.emulated:SesShape",
     "resend": "mailmux.vendors.resend.emulated:ResendShape",
     "mailjet": "mailmux.emulator.mailjet:MailjetShape",
     "brevo": "mailmux.vendors.brevo.emulated:BrevoShape",

@@ -14,6 +14,7 @@ from mailmux.vendors.inbound import Shape
 _SHAPE_CLASSES: dict[str, str] = {
     "postmark": "mailmux.vendors.postmark.inbound:PostmarkInbound",
     "sparkpost": "mailmux.vendors.sparkpost.inbound:SparkPostInbound",
+    "ses": "mailmux.vendors.ses.inbound:SesInbound",
     "resend": "mailmux.vendors.resend.inbound:ResendInbound",
     "brevo": "mailmux.vendors.brevo.inbound:BrevoInbound",
 }

@@ -11,6 +11,11 @@ config, container or instance role), resolved once; refreshable ones are refresh
 the event loop when they near expiry, and a failed refresh is vendor_config (nothing
 can be signed).
 
+A SendEmail request that came in through mailmux's SES shape (`message.original`) is
+passed through: its body goes out byte for byte, signed anew with this vendor's keys and
+region, so what mailmux does not model (templates, list management, configuration sets)
+still reaches SES, and the caller gets SES's own answer.
+
 Content is `Simple` when SES can build the message from parts — subject, text/HTML
 bodies, up to 15 printable-ASCII custom headers, attachments with inline content ids —
 and `Raw` otherwise: the message's own `raw_mime`, or `mailmux.mime.render_mime` when
@@ -104,7 +109,7 @@ from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 from botocore.session import Session  # type: ignore[import-untyped]
 
 from mailmux.addresses import ascii_email
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.mime import render_mime
 from mailmux.vendors.base import (
     AttemptResult,
@@ -117,7 +122,7 @@ from mailmux.vendors.base import (
     excerpt,
     parse_retry_after,
 )
-from mailmux.vendors.body import AttachmentEntry, base64_text, json_body, sha256_hex
+from mailmux.vendors.body import AttachmentEntry, Body, base64_text, json_body, sha256_hex
 
 SIGNING_NAME = "ses"  # SES v2 signs as `ses`; botocore's model calls the service `sesv2`
 PATH = "/v2/email/outbound-emails"
@@ -194,9 +199,15 @@ class SesVendor(HttpVendor):
             raise UnsupportedFeature(
                 f"request of {len(body) / 2**20:.1f} MB; SES takes at most 40 MB per message"
             )
-        request = AWSRequest(
-            method="POST", url=self._url, headers={"Content-Type": "application/json"}
-        )
+        return self._signed(body, "application/json", now)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's SendEmail body as it came, signed anew with this vendor's keys."""
+        return self._signed(original.body, original.content_type, self.clock())
+
+    def _signed(self, body: Body, content_type: str, now: float) -> HttpRequest:
+        """A SendEmail request for `body`, SigV4-signed at `now` for this vendor's account."""
+        request = AWSRequest(method="POST", url=self._url, headers={"Content-Type": content_type})
         credentials = self._credentials.get_frozen_credentials()
         timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         _SigV4At(credentials, self._region, timestamp, sha256_hex(body)).add_auth(request)
