@@ -12,12 +12,15 @@ The form is stored as a JSON object that keeps every field: the fields
 Mailgun documents as repeatable (to, cc, bcc, o:tag, attachment, inline)
 and any other field sent more than once as lists, the rest as strings,
 files as `{filename, content_type, content (base64)}`. Where the request
-went is recorded among the headers as `:path`.
+went is recorded among the headers as `:path`, and the SHA-256 of the body as
+it came as `:sha256`, so a test can tell a form passed through byte for byte
+from one encoded anew.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -61,7 +64,9 @@ class MailgunShape:
             _INBOUND.message(incoming, form, now=time.time(), limits=DEFAULT_LIMITS)
         except ShapeError as err:
             return _response(failure_reply(err.failure, err.message))
-        return Received(body=orjson.dumps(_stored(form)), headers=_recorded_headers(request, key))
+        recorded = _recorded_headers(request, key)
+        recorded[":sha256"] = hashlib.sha256(incoming.body).hexdigest()
+        return Received(body=orjson.dumps(_stored(form)), headers=recorded)
 
     def accepted(self, message_id: str) -> web.Response:
         return _response(queued(message_id))
