@@ -32,8 +32,8 @@ from mailmux.emulator.base import Received, Route
 from mailmux.message import DEFAULT_LIMITS
 from mailmux.vendors.inbound import Failure, Reply, ShapeError, ShapeRequest
 from mailmux.vendors.mailgun.form import FormField
-from mailmux.vendors.mailgun.inbound import MESSAGES, MailgunInbound, basic_key
-from mailmux.vendors.mailgun.outbound import MIME
+from mailmux.vendors.mailgun.inbound import MailgunInbound, basic_key
+from mailmux.vendors.mailgun.outbound import MESSAGES, MIME
 from mailmux.vendors.mailgun.replies import error, failure_reply, forbidden, queued
 
 #: Fields stored as lists even when sent once: Mailgun takes each of them repeatedly.

@@ -96,7 +96,8 @@ from mailmux.vendors.base import (
 )
 from mailmux.vendors.body import Body, joined
 
-#: The name of the `/messages.mime` endpoint in `Original.endpoint` (see `inbound`).
+#: The endpoints' names in `Original.endpoint` (see `inbound`).
+MESSAGES = "messages"
 MIME = "messages.mime"
 
 MAX_RECIPIENTS = 1000
