@@ -14,7 +14,7 @@ from mailmux.emulator.base import ShapeFactory
 
 _SHAPE_CLASSES = {
     "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
-    "mailgun": "mailmux.emulator.mailgun:MailgunShape",
+    "mailgun": "mailmux.vendors.mailgun.emulated:MailgunShape",
     "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
     "sparkpost": "mailmux.vendors.sparkpost.emulated:SparkPostShape",
     "ses": "mailmux.vendors.ses.emulated:SesShape",

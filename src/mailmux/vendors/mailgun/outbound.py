@@ -61,6 +61,11 @@ text or HTML body on a parsed message, more than 1000 recipients, more than
 over 16 KB in total, and a request over 25 MB. Mailgun takes no idempotency
 key: neither the message id nor the caller's key is sent, and a retry after
 an ambiguous attempt may be sent twice.
+
+A message that came in through mailmux's own Mailgun API (`inbound`) is
+passed through: the caller's form goes to the same endpoint under this
+vendor's domain, byte for byte with its own Content-Type (and boundary),
+only the Basic credentials being this vendor's.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ from urllib.parse import quote
 import orjson
 
 from mailmux.addresses import ascii_email
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.mime import render_mime
 from mailmux.vendors.base import (
     AttemptResult,
@@ -90,6 +95,10 @@ from mailmux.vendors.base import (
     parse_retry_after,
 )
 from mailmux.vendors.body import Body, joined
+
+#: The endpoints' names in `Original.endpoint` (see `inbound`).
+MESSAGES = "messages"
+MIME = "messages.mime"
 
 MAX_RECIPIENTS = 1000
 MAX_TAGS = 10
@@ -162,6 +171,16 @@ class MailgunVendor(HttpVendor):
             "Accept": "application/json",
         }
         return HttpRequest("POST", url, headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's Mailgun form, unchanged, to this vendor's domain with its key."""
+        url = self._mime_url if original.endpoint == MIME else self._messages_url
+        headers = {
+            "Authorization": self._authorization,
+            "Content-Type": original.content_type,
+            "Accept": "application/json",
+        }
+        return HttpRequest("POST", url, headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
