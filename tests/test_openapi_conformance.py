@@ -49,7 +49,8 @@ from schemathesis.specs.openapi.checks import (
 from test_openapi import INVALID, VALID
 
 from mailmux.emulator import Emulator
-from mailmux.ingress.openapi import OPENAPI
+from mailmux.ingress.openapi import OPENAPI, openapi_document
+from mailmux.vendors.shapes import SHAPE_NAMES, SHAPES
 
 KEY = "conformance-key"
 MAX_EXAMPLES = 300
@@ -206,10 +207,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("conformance"))
     try:
         stack.start()
-        # The cases are generated from OPENAPI: the server must serve exactly that.
+        # The cases are generated from OPENAPI, the native API: the server must serve
+        # exactly that, and the ESP-shaped routes (their bodies are the ESPs' own, tested
+        # with each ESP's SDK in test_<esp>_inbound.py).
         served = stack.http.get(f"{stack.url}/v1/openapi.json")
         assert served.status_code == 200
-        assert served.json() == orjson.loads(orjson.dumps(OPENAPI))
+        shaped = openapi_document(shapes=[SHAPES[name] for name in SHAPE_NAMES])
+        assert served.json() == orjson.loads(orjson.dumps(shaped))
+        native = {path: item for path, item in shaped["paths"].items() if path in OPENAPI["paths"]}
+        assert native == OPENAPI["paths"]
         yield stack
     finally:
         stack.stop()
