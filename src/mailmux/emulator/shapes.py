@@ -19,7 +19,7 @@ _SHAPE_CLASSES = {
     "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",
     "ses": "mailmux.emulator.ses:SesShape",
     "resend": "mailmux.emulator.resend:ResendShape",
-    "mailjet": "mailmux.emulator.mailjet:MailjetShape",
+    "mailjet": "mailmux.vendors.mailjet.emulated:MailjetEmulated",
     "brevo": "mailmux.emulator.brevo:BrevoShape",
 }
 

@@ -13,6 +13,7 @@ from mailmux.vendors.inbound import Shape
 
 _SHAPE_CLASSES: dict[str, str] = {
     # "sendgrid": "mailmux.vendors.sendgrid.inbound:SendGridInbound",
+    "mailjet": "mailmux.vendors.mailjet.inbound:MailjetInbound",
 }
 
 #: Every shape name, in the order the docs list them.
