@@ -255,6 +255,18 @@ async def test_sandbox_mode_is_never_translated_into_real_mail(tmp_path: Path) -
         assert await mux.received("mj") == []  # validated, not delivered
 
 
+async def test_sandbox_mode_without_a_mailjet_vendor_is_refused_not_sent(tmp_path: Path) -> None:
+    async with router(tmp_path, {"sg": "sendgrid"}) as mux:
+        with pytest.raises(mailjet_rest.ValidationError) as raised:
+            await mux.call(send(mux, {**simple(), "SandboxMode": True}))
+
+        ((entry),) = orjson.loads(raised.value.response_body)["Messages"]
+        ((error),) = entry["Errors"]
+        assert error["ErrorCode"] == "mailmux-rejected"
+        assert "SandboxMode" in error["ErrorMessage"]
+        assert await mux.received("sg") == []
+
+
 # -- (d) several messages in one request ------------------------------------------------------
 
 

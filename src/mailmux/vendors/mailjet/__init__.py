@@ -2,7 +2,7 @@
 
 `outbound` maps a Message to Mailjet's send request and its answer to an
 outcome (the vendor); `inbound` serves Mailjet's send API to Mailjet's clients
-(`request` reads the body, `replies` words the answers, `sdk_key` tells an
+(`request` and `fields` read the body, `replies` words the answers, `sdk_key` tells an
 SDK-made Idempotency-Key apart); `emulated` is the emulator's Mailjet.
 """
 

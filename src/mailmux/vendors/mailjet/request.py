@@ -7,7 +7,8 @@ included) and checked on its own, as Mailjet checks them: `read_send` gives
 every entry's Message or problems, and the caller decides what a problem in
 one entry means for the others (Mailjet sends the valid ones; mailmux's
 ingress takes a request whole or not at all). Problems of the call itself
-(the body is not JSON, `Messages` unusable) raise `ShapeError`.
+(the body is not JSON, `Messages` unusable) raise `ShapeError`. The
+properties of one message are read in `fields`.
 
 Properties and what becomes of them (Mailjet's Send API v3.1 reference):
 
@@ -44,10 +45,7 @@ from typing import Any
 
 import orjson
 
-from mailmux.addresses import AddressError, clean_name, normalize
 from mailmux.message import (
-    Address,
-    Attachment,
     FieldError,
     Message,
     MessageLimits,
@@ -56,22 +54,19 @@ from mailmux.message import (
 )
 from mailmux.native import JsonChecker
 from mailmux.vendors.inbound import Failure, ShapeError
+from mailmux.vendors.mailjet import fields
+from mailmux.vendors.mailjet.fields import MAX_ITEMS
 from mailmux.vendors.mailjet.replies import MALFORMED_JSON, Echo
 
 KIND = "mailjet"
 ENDPOINT_NAME = "send"
-MAX_ITEMS = 50  # Mailjet's cap on Messages, recipients, each attachment array and Headers
 MAX_ATTACHMENT_BYTES = 15 * 2**20  # attachments and inline parts of one message, decoded
-MAX_CAMPAIGN_CHARS = 255
-_TRACKING = frozenset({"account_default", "disabled", "enabled"})
 _CARRIED = frozenset(
     {"From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "TextPart", "HTMLPart", "Headers"}
     | {"Attachments", "InlinedAttachments", "CustomCampaign", "CustomID", "EventPayload"}
 )
 _DROPPED = frozenset({"TrackOpens", "TrackClicks", "Priority"})
 _TOP_LEVEL = frozenset({"Messages", "Globals", "SandboxMode", "AdvanceErrorHandling"})
-_RESERVED_HEADER_PREFIXES = ("x-mj-", "x-mailjet-")
-_ATTACHMENT_FIELDS = ("Filename", "ContentType", "Base64Content")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,29 +164,31 @@ def _item(
 ) -> Item:
     check = JsonChecker(limits)
     get = merged.get
-    sender = _address(check, get("From"), "From", required=True)
-    to = _recipients(check, get("To"), "To", required=True)
-    cc = _recipients(check, get("Cc"), "Cc")
-    bcc = _recipients(check, get("Bcc"), "Bcc")
+    sender = fields.address(check, get("From"), "From", required=True)
+    to = fields.recipients(check, get("To"), "To", required=True)
+    cc = fields.recipients(check, get("Cc"), "Cc")
+    bcc = fields.recipients(check, get("Bcc"), "Bcc")
     count, most = len(to) + len(cc) + len(bcc), min(MAX_ITEMS, limits.max_recipients)
     if count > most:
         check.fail("To", "too_many_recipients", f"{count} recipients; the limit is {most}.")
-    reply_to = _address(check, get("ReplyTo"), "ReplyTo")
+    reply_to = fields.address(check, get("ReplyTo"), "ReplyTo")
     subject = check.string(get("Subject"), "Subject", header=True) or ""
     text = check.string(get("TextPart"), "TextPart") or None
     html = check.string(get("HTMLPart"), "HTMLPart") or None
     if not (text or html or not _is_default(get("TemplateID"))):
         check.fail("", "no_body", 'At least "HTMLPart", "TextPart" or "TemplateID" is required.')
-    headers = _headers(check, get("Headers"))
-    attachments = _attachments(check, get("Attachments"), "Attachments", inline=False)
-    attachments += _attachments(check, get("InlinedAttachments"), "InlinedAttachments", inline=True)
+    headers = fields.headers(check, get("Headers"))
+    attachments = fields.attachments(check, get("Attachments"), "Attachments", inline=False)
+    attachments += fields.attachments(
+        check, get("InlinedAttachments"), "InlinedAttachments", inline=True
+    )
     if (size := sum(len(a.content) for a in attachments)) > MAX_ATTACHMENT_BYTES:
         check.fail(
             "Attachments", "too_large", f"attachments total {size} bytes; the limit is 15 MB"
         )
-    tags = _campaign(check, get("CustomCampaign"))
-    metadata = _metadata(check, get("EventPayload"), get("CustomID"))
-    _dropped(check, merged)
+    tags = fields.campaign(check, get("CustomCampaign"))
+    metadata = fields.metadata(check, get("EventPayload"), get("CustomID"))
+    fields.dropped(check, merged)
     shown = (*((sender,) if sender else ()), *to, *cc, *((reply_to,) if reply_to else ()))
     size = parts_size(shown, subject, text, html, headers, attachments)
     if size > limits.max_message_bytes:
@@ -227,166 +224,6 @@ def _item(
         original=original,
     )
     return Item(entry, message, (), echo)
-
-
-def _address(
-    check: JsonChecker, value: object, path: str, *, required: bool = False
-) -> Address | None:
-    """A Mailjet `{Email, Name}` object."""
-    if value is None:
-        if required:
-            check.fail(path, "required", f"{path} is mandatory but missing from the input.")
-        return None
-    if not isinstance(value, dict):
-        check.wrong_type(path, value, "an {Email, Name} object")
-        return None
-    email, name = value.get("Email"), value.get("Name")
-    if email is None or email == "":
-        check.fail(f"{path}.Email", "empty", "Email must be a non-empty string.")
-        return None
-    if not isinstance(email, str):
-        check.wrong_type(f"{path}.Email", email, "a string")
-        return None
-    display = check.string(name, f"{path}.Name")
-    try:
-        address = normalize(email)
-    except AddressError as err:
-        invalid = f'"{email}" is an invalid email address.'
-        check.fail(
-            f"{path}.Email", err.code, invalid if err.code == "invalid_address" else err.reason
-        )
-        return None
-    try:
-        shown = None if display is None else clean_name(display)
-    except AddressError as err:
-        check.fail(f"{path}.Name", err.code, err.reason)
-        return None
-    return Address(address, shown)
-
-
-def _recipients(
-    check: JsonChecker, value: object, path: str, *, required: bool = False
-) -> tuple[Address, ...]:
-    if value is None:
-        if required:
-            check.fail(path, "required", f"{path} is mandatory but missing from the input.")
-        return ()
-    if not isinstance(value, list):
-        check.wrong_type(path, value, "an array of {Email, Name} objects")
-        return ()
-    if required and not value:
-        check.fail(path, "empty_array", f"{path} must not be an empty array.")
-    found = (_address(check, item, f"{path}[{i}]") for i, item in enumerate(value))
-    return tuple(a for a in found if a is not None)
-
-
-def _headers(check: JsonChecker, value: object) -> dict[str, str]:
-    if isinstance(value, dict) and len(value) > MAX_ITEMS:
-        check.fail("Headers", "too_many", f"Headers holds more than {MAX_ITEMS} items.")
-        return {}
-    headers = check.headers(value, at="Headers")
-    for name in list(headers):
-        if name.lower().startswith(_RESERVED_HEADER_PREFIXES):
-            check.fail(
-                f"Headers.{name}",
-                "reserved_header",
-                f"header {name!r} is set through a message property, not Headers",
-            )
-            del headers[name]
-    return headers
-
-
-def _attachments(check: JsonChecker, value: object, path: str, *, inline: bool) -> list[Attachment]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        check.wrong_type(path, value, "an array of attachment objects")
-        return []
-    if len(value) > MAX_ITEMS:
-        check.fail(path, "too_many", f"{path} holds more than {MAX_ITEMS} items.")
-        return []
-    found = (_attachment(check, item, f"{path}[{i}]", inline) for i, item in enumerate(value))
-    return [a for a in found if a is not None]
-
-
-def _attachment(check: JsonChecker, item: object, path: str, inline: bool) -> Attachment | None:
-    if not isinstance(item, dict):
-        check.wrong_type(path, item, "an attachment object")
-        return None
-    before = len(check.errors)
-    for name in _ATTACHMENT_FIELDS:
-        if not isinstance(item.get(name), str) or not item[name]:
-            check.fail(f"{path}.{name}", "empty", f"{name} must be a non-empty string.")
-    if len(check.errors) > before:
-        return None
-    filename = check.filename(item["Filename"], f"{path}.Filename")
-    content = check.base64(item["Base64Content"], f"{path}.Base64Content")
-    marked = len(check.errors)
-    content_type = check.content_type(item["ContentType"], filename or "", path)
-    for index in range(marked, len(check.errors)):  # name the field as Mailjet does
-        problem = check.errors[index]
-        check.errors[index] = FieldError(f"{path}.ContentType", problem.code, problem.message)
-    content_id = None
-    if inline:
-        content_id = check.content_id(item.get("ContentID"), f"{path}.ContentID")
-    if len(check.errors) > before or filename is None or content is None:
-        return None
-    return Attachment(filename, content, content_type, inline, content_id)
-
-
-def _campaign(check: JsonChecker, value: object) -> tuple[str, ...]:
-    campaign = check.string(value, "CustomCampaign", header=True)
-    if not campaign:
-        return ()
-    if len(campaign) > MAX_CAMPAIGN_CHARS:
-        check.fail("CustomCampaign", "too_large", f"is over {MAX_CAMPAIGN_CHARS} characters")
-        return ()
-    return (campaign,)
-
-
-def _metadata(check: JsonChecker, payload: object, custom_id: object) -> dict[str, str]:
-    """EventPayload's entries (or the string itself) and CustomID, as header-safe strings."""
-    metadata: dict[str, str] = {}
-    text = check.string(payload, "EventPayload")
-    if text:
-        entries = _string_object(text)
-        if entries is None:
-            entries = {"EventPayload": text}
-        for key, value in entries.items():
-            name = check.string(key, "EventPayload", header=True)
-            kept = check.string(value, "EventPayload", header=True)
-            if name is not None and kept is not None:
-                metadata[name] = kept
-    identifier = check.string(custom_id, "CustomID", header=True)
-    if identifier:
-        metadata["CustomID"] = identifier
-    return metadata
-
-
-def _string_object(text: str) -> dict[str, str] | None:
-    """`text` as a JSON object whose values are all strings, or None."""
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-        return value
-    return None
-
-
-def _dropped(check: JsonChecker, merged: Mapping[str, Any]) -> None:
-    """The droppable properties still have to be what Mailjet takes (mj-0005)."""
-    for name in ("TrackOpens", "TrackClicks"):
-        value = merged.get(name)
-        if value is not None and not (isinstance(value, str) and value in _TRACKING):
-            check.fail(
-                name, "invalid_value", f"{name} must be one of {', '.join(sorted(_TRACKING))}."
-            )
-    priority = merged.get("Priority")
-    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-        check.wrong_type("Priority", priority, "an integer")
 
 
 def _echo(merged: Mapping[str, Any]) -> Echo:
