@@ -58,7 +58,7 @@ MALFORMED_JSON = "Malformed JSON, please review the syntax and properties types.
 #: Mailjet's "no body" rule names three properties at once.
 BODY_FIELDS = ("TextPart", "HTMLPart", "TemplateID")
 
-#: A FieldError code → Mailjet's ErrorCode and StatusCode (its documented table).
+#: A FieldError code → Mailjet's ErrorCode (its documented table); all are status 400.
 _CODES: Mapping[str, str] = {
     "required": "mj-0003",
     "invalid_type": "mj-0004",
@@ -153,8 +153,13 @@ def answer(entries: Sequence[Mapping[str, Any]]) -> Reply:
 
 
 def global_error(
-    status: int, code: str, message: str, related: Sequence[str] = (), **headers: str
+    status: int,
+    code: str,
+    message: str,
+    related: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> Reply:
+    """Mailjet's error for the call as a whole."""
     body: dict[str, Any] = {
         "ErrorIdentifier": str(uuid.uuid4()),
         "ErrorCode": code,
@@ -163,24 +168,24 @@ def global_error(
     }
     if related:
         body["ErrorRelatedTo"] = list(related)
-    return json_reply(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+    return json_reply(status, body, headers)
 
 
 def failure(failure: Failure, message: str, errors: Sequence[FieldError] = ()) -> Reply:
     """A refused request in Mailjet's words (the module docstring's table)."""
     if failure is Failure.INVALID_REQUEST and errors:
-        return _invalid(message, errors)
+        return _invalid(errors)
     status, code = _GLOBAL[failure]
     if failure in (Failure.UNAUTHORIZED, Failure.FORBIDDEN):
         message = _KEY_REFUSED.format(message)
     elif failure is Failure.INVALID_JSON:
         message = MALFORMED_JSON
     if failure is Failure.IDEMPOTENCY_IN_FLIGHT:
-        return global_error(status, code, message, Retry_After="1")
+        return global_error(status, code, message, headers={"Retry-After": "1"})
     return global_error(status, code, message)
 
 
-def _invalid(message: str, errors: Sequence[FieldError]) -> Reply:
+def _invalid(errors: Sequence[FieldError]) -> Reply:
     """Per message when messages are to blame (every message then has an entry), else global."""
     by_message: dict[int, list[FieldError]] = {}
     for problem in errors:
