@@ -19,7 +19,7 @@ _SHAPE_CLASSES = {
     "sparkpost": "mailmux.vendors.sparkpost.emulated:SparkPostShape",
     "ses": "mailmux.vendors.ses.emulated:SesShape",
     "resend": "mailmux.vendors.resend.emulated:ResendShape",
-    "mailjet": "mailmux.emulator.mailjet:MailjetShape",
+    "mailjet": "mailmux.vendors.mailjet.emulated:MailjetEmulated",
     "brevo": "mailmux.vendors.brevo.emulated:BrevoShape",
 }
 

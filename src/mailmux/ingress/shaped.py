@@ -16,7 +16,8 @@ look a message up with `GET /v1/messages/{id}`.
 Two request headers work on every shape, because an SDK lets a caller add
 headers where it cannot add fields: `X-Mailmux-Class` (traffic class) and
 `X-Mailmux-Deadline` (RFC 3339 instant or seconds), and the native
-`Idempotency-Key`.
+`Idempotency-Key` (unless the shape knows it for one its SDK made up:
+`ChoosesIdempotencyKey`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ from mailmux.native import valid_idempotency_key
 from mailmux.receipts import Receipt
 from mailmux.spool.base import IdempotencyConflict, MessageState
 from mailmux.vendors.base import HttpResponse
-from mailmux.vendors.inbound import Failure, ItemResult, Reply, Shape, ShapeError, ShapeRequest
+from mailmux.vendors.inbound import (
+    ChoosesIdempotencyKey,
+    Failure,
+    ItemResult,
+    Reply,
+    Shape,
+    ShapeError,
+    ShapeRequest,
+)
 
 log = logging.getLogger("mailmux.ingress")
 
@@ -57,6 +66,12 @@ class ShapedIngress:
         self.shape = shape
         self.ctx = ctx
         self._max_request_bytes = max_request_bytes
+        #: The Idempotency-Key the caller meant (a shape may know its SDK's own from it).
+        self._key: Callable[[ShapeRequest], str | None] = (
+            shape.idempotency_key
+            if isinstance(shape, ChoosesIdempotencyKey)
+            else lambda incoming: incoming.headers.get("Idempotency-Key")
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -97,7 +112,7 @@ class ShapedIngress:
             else:
                 refusal = (Failure.FORBIDDEN, "the API key is not one mailmux knows")
             return _response(shape.failure(endpoint, *refusal))
-        key = request.headers.get("Idempotency-Key")
+        key = self._key(incoming)
         try:
             messages = self._messages(incoming, key)
         except ShapeError as err:

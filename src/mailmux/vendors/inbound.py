@@ -20,7 +20,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import orjson
 
@@ -163,3 +163,16 @@ class Shape(Protocol):
     ) -> Reply:
         """The ESP's answer at `endpoint` for a refused request: what its SDK raises on."""
         ...
+
+
+@runtime_checkable
+class ChoosesIdempotencyKey(Protocol):
+    """A shape whose SDK sends an `Idempotency-Key` the caller did not choose.
+
+    The ingress honours the header for `idempotency.retention_seconds`; an
+    SDK that fills it with a fingerprint of the content (mailjet-rest does)
+    would have a legitimately repeated send dropped. Such a shape says which
+    key the caller meant: the header's value, or None for the SDK's own.
+    """
+
+    def idempotency_key(self, request: ShapeRequest) -> str | None: ...

@@ -17,6 +17,7 @@ _SHAPE_CLASSES: dict[str, str] = {
     "sparkpost": "mailmux.vendors.sparkpost.inbound:SparkPostInbound",
     "ses": "mailmux.vendors.ses.inbound:SesInbound",
     "resend": "mailmux.vendors.resend.inbound:ResendInbound",
+    "mailjet": "mailmux.vendors.mailjet.inbound:MailjetInbound",
     "brevo": "mailmux.vendors.brevo.inbound:BrevoInbound",
 }
 

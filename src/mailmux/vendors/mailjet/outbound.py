@@ -1,5 +1,8 @@
 """Mailjet Send API v3.1 (`POST {base_url}/v3.1/send`): Message → request, answer → outcome.
 
+A request that came in Mailjet's own shape (`inbound`) is passed through:
+its body unchanged, with this account's Basic credentials.
+
 mailmux sends one message per request (`{"Messages": [one]}`), so the answer's
 entry is the whole story — except for a bcc-only message, which goes as one
 copy per recipient (below) and is answered with one entry per copy. Mailjet
@@ -85,7 +88,7 @@ from typing import Any
 
 import orjson
 
-from mailmux.message import Address, Attachment, Message
+from mailmux.message import Address, Attachment, Message, Original
 from mailmux.vendors.base import (
     AttemptResult,
     HttpRequest,
@@ -141,6 +144,16 @@ class MailjetVendor(HttpVendor):
         body = json_body(_body(message))
         headers = {**self._headers, "Idempotency-Key": message_id}
         return HttpRequest("POST", self._url, headers, body)
+
+    def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
+        """The caller's Mailjet request as it came, with this account's key and mailmux's
+        Idempotency-Key (the caller's, or its SDK's, is mailmux's business)."""
+        headers = {
+            **self._headers,
+            "Content-Type": original.content_type,
+            "Idempotency-Key": message_id,
+        }
+        return HttpRequest("POST", self._url, headers, original.body)
 
     def parse_response(self, response: HttpResponse) -> AttemptResult:
         status = response.status
