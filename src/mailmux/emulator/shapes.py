@@ -13,7 +13,7 @@ from typing import cast
 from mailmux.emulator.base import ShapeFactory
 
 _SHAPE_CLASSES = {
-    "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
+    "sendgrid": "mailmux.vendors.sendgrid.emulated:SendGridShape",
     "mailgun": "mailmux.emulator.mailgun:MailgunShape",
     "postmark": "mailmux.emulator.postmark:PostmarkShape",
     "sparkpost": "mailmux.emulator.sparkpost:SparkPostShape",

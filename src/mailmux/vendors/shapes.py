@@ -12,7 +12,7 @@ from typing import cast
 from mailmux.vendors.inbound import Shape
 
 _SHAPE_CLASSES: dict[str, str] = {
-    # "sendgrid": "mailmux.vendors.sendgrid.inbound:SendGridInbound",
+    "sendgrid": "mailmux.vendors.sendgrid.inbound:SendGridInbound",
 }
 
 #: Every shape name, in the order the docs list them.
