@@ -457,8 +457,8 @@ class _Check(JsonChecker):
             message = f"You may not have more than {MAX_CATEGORIES} categories per request."
             self.fail("categories", "too_many", message)
         for index, tag in enumerate(tags):
-            if len(tag) > MAX_CATEGORY_CHARS or not tag:
-                message = f"A category must be 1 to {MAX_CATEGORY_CHARS} characters long."
+            if len(tag) > MAX_CATEGORY_CHARS:
+                message = f"A category may be at most {MAX_CATEGORY_CHARS} characters long."
                 self.fail(f"categories.{index}", "invalid_category", message)
         return tags
 

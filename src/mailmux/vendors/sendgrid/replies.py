@@ -51,6 +51,12 @@ from mailmux.vendors.inbound import Failure, ItemResult, Reply, json_reply
 
 #: Where SendGrid's `help` links point; the anchor is the field without its indexes.
 HELP_PAGE = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+#: The top-level fields of a Mail Send body that SendGrid's error page documents.
+BODY_FIELDS = frozenset(
+    {"from", "subject", "personalizations", "content", "attachments", "headers", "categories"}
+    | {"custom_args", "reply_to", "reply_to_list", "template_id", "sections", "send_at"}
+    | {"batch_id", "asm", "ip_pool_name", "mail_settings", "tracking_settings"}
+)
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 BAD_REQUEST = "Bad Request"
@@ -98,8 +104,8 @@ def errors(status: int, problems: Iterable[tuple[str, str | None]]) -> Reply:
 
 def help_link(field: str | None) -> str | None:
     """SendGrid's help link: `personalizations.0.to` → `…#message.personalizations.to`."""
-    if not field:
-        return None
+    if not field or field.partition(".")[0] not in BODY_FIELDS:
+        return None  # not a body field (an X-Mailmux-* header): no SendGrid page for it
     return f"{HELP_PAGE}#message.{_INDEX.sub('', field)}"
 
 
