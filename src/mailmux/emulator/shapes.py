@@ -13,7 +13,7 @@ from typing import cast
 from mailmux.emulator.base import ShapeFactory
 
 _SHAPE_CLASSES = {
-    "sendgrid": "mailmux.emulator.sendgrid:SendGridShape",
+    "sendgrid": "mailmux.vendors.sendgrid.emulated:SendGridShape",
     "mailgun": "mailmux.vendors.mailgun.emulated:MailgunShape",
     "postmark": "mailmux.vendors.postmark.emulated:PostmarkShape",
     "sparkpost": "mailmux.vendors.sparkpost.emulated:SparkPostShape",

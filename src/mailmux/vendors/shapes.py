@@ -12,6 +12,7 @@ from typing import cast
 from mailmux.vendors.inbound import Shape
 
 _SHAPE_CLASSES: dict[str, str] = {
+    "sendgrid": "mailmux.vendors.sendgrid.inbound:SendGridInbound",
     "mailgun": "mailmux.vendors.mailgun.inbound:MailgunInbound",
     "postmark": "mailmux.vendors.postmark.inbound:PostmarkInbound",
     "sparkpost": "mailmux.vendors.sparkpost.inbound:SparkPostInbound",
