@@ -303,3 +303,20 @@ def test_the_documented_examples_are_messages(name: str) -> None:
     assert MESSAGE.is_valid(body)
     parse_native(body, now=NOW)
 
+
+def test_every_esp_shaped_route_is_in_the_document_and_it_stays_valid_openapi() -> None:
+    from openapi_spec_validator import validate
+
+    from mailmux.vendors.shapes import SHAPE_NAMES, SHAPES
+
+    shapes = [SHAPES[name] for name in SHAPE_NAMES]
+    document = openapi_document(shapes=shapes)
+
+    validate(document)  # type: ignore[arg-type]
+    for shape in shapes:
+        for endpoint in shape.endpoints:
+            operation = document["paths"][endpoint.path][endpoint.method.lower()]
+            assert operation["tags"] == ["esp-shaped"]
+            (scheme,) = operation["security"][0]
+            assert scheme in document["components"]["securitySchemes"]
+    assert len(shapes) == 8, "every ESP mailmux sends to has its send API served"

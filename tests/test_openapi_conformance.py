@@ -247,16 +247,17 @@ def steer(context: Any, case: Any) -> Any:
             body["deadline"] = year + deadline[4:]
     if case.meta.generation.mode.is_negative:
         return case
+    if steered and not body.get("subject"):
+        body["subject"] = "a subject"
     key = (case.headers or {}).get("Idempotency-Key")
     if isinstance(key, str) and key:
         # A key stands for one request: a valid case carries its body's own key, for a
         # generated key reused with another body is refused (422 idempotency_key_reused).
-        digest = f"-{zlib.crc32(json.dumps(body, sort_keys=True).encode()):08x}"
+        # The digest is of the body as sent: after every change above, and with its keys
+        # in their order (two bodies with the same fields in another order are two bodies
+        # to the server, which hashes the bytes).
+        digest = f"-{zlib.crc32(json.dumps(body).encode()):08x}"
         case.headers = {**case.headers, "Idempotency-Key": key[: 256 - len(digest)] + digest}
-    if not steered:
-        return case
-    if not body.get("subject"):
-        body["subject"] = "a subject"
     return case
 
 

@@ -136,7 +136,7 @@ class App:
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         ctx = self._context()
         lim = self.config.limits
-        shapes = {n: s for n, s in self.config.ingress.enabled().items() if n in SHAPES}
+        shapes = self.config.ingress.enabled()
         main = build_api_app(ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes])
         self._runner = web.AppRunner(main, access_log=None, handle_signals=False)
         await self._runner.setup()

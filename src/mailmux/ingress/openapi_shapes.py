@@ -115,6 +115,7 @@ def _about(kind: str) -> _About:
 def shape_paths(shapes: Sequence[Shape]) -> Schema:
     """A path item per endpoint of each shape that is on."""
     paths: Schema = {}
+    ids: set[str] = set()
     for shape in shapes:
         about = _about(shape.kind)
         for endpoint in shape.endpoints:
@@ -123,8 +124,12 @@ def shape_paths(shapes: Sequence[Shape]) -> Schema:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in _path_parameters(endpoint.path)
             ]
+            operation_id = f"{shape.kind}_{endpoint.name}".replace(".", "_")
+            while operation_id in ids:  # one endpoint at two paths (a trailing slash, ...)
+                operation_id += "_"
+            ids.add(operation_id)
             operation: Schema = {
-                "operationId": f"{shape.kind}_{endpoint.name}".replace(".", "_"),
+                "operationId": operation_id,
                 "tags": ["esp-shaped"],
                 "summary": f"{about.esp}: {endpoint.method} {endpoint.path}",
                 "description": f"{_SHAPED} Key: {about.auth}.",

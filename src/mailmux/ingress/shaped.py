@@ -95,15 +95,7 @@ class ShapedIngress:
             return _response(
                 shape.failure(endpoint, Failure.TOO_LARGE, f"request body exceeds {limit} bytes")
             )
-        incoming = ShapeRequest(
-            endpoint=endpoint,
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            params=request.match_info,
-            headers=request.headers,
-            body=body,
-        )
+        incoming = ShapeRequest.of(endpoint, request, body)
         credential = shape.credential(incoming)
         caller = self.ctx.keys.identify(credential)
         if caller is None:
@@ -159,7 +151,7 @@ class ShapedIngress:
         passed = receipts[0].passed_through if verbatim else None
         if passed is not None:
             return _passed_through(passed, headers)
-        reply_request = _without_body(endpoint, request)
+        reply_request = ShapeRequest.of(endpoint, request, b"")  # the body is gone already
         reply = shape.reply(
             reply_request, [_item(r, m) for r, m in zip(receipts, messages, strict=True)]
         )
@@ -212,19 +204,6 @@ class ShapedIngress:
             return await self.ctx.guard.run(item_key, request_hash, deliver)
 
         return list(await asyncio.gather(*(guarded(m) for m in messages)))
-
-
-def _without_body(endpoint: str, request: web.Request) -> ShapeRequest:
-    """What `Shape.reply` may look at: the request without its body (already dropped)."""
-    return ShapeRequest(
-        endpoint=endpoint,
-        method=request.method,
-        path=request.path,
-        query=request.query_string,
-        params=request.match_info,
-        headers=request.headers,
-        body=b"",
-    )
 
 
 def _same_endpoint(message: Message, endpoint: str) -> bool:

@@ -267,13 +267,13 @@ class HttpVendor(Vendor):
         `message_id` is what `send` was given: the source of an ESP's idempotency key.
         """
 
+    @abstractmethod
     def passthrough_request(self, original: Original, message_id: str) -> HttpRequest:
         """The caller's own request to this ESP, re-addressed to this vendor's account.
 
         `original.body` goes out unchanged; only the credentials (and where the
         ESP puts one in the path, the sending domain) are this vendor's.
         """
-        raise UnsupportedFeature(f"passing a {original.shape} request through is not built yet")
 
     @abstractmethod
     def parse_response(self, response: HttpResponse) -> AttemptResult:

@@ -20,11 +20,14 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 
 from mailmux.message import FieldError, Message, MessageLimits
+
+if TYPE_CHECKING:  # only the type: the mapping itself never touches aiohttp
+    from aiohttp import web
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,19 @@ class ShapeRequest:
     params: Mapping[str, str]  # the route's parameters, e.g. {"domain": "mg.example.com"}
     headers: Mapping[str, str]
     body: bytes
+
+    @classmethod
+    def of(cls, endpoint: str, request: web.Request, body: bytes) -> ShapeRequest:
+        """The aiohttp request to `endpoint` (its route's name) with its body read."""
+        return cls(
+            endpoint=endpoint,
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
+            params=request.match_info,
+            headers=request.headers,
+            body=body,
+        )
 
 
 @dataclass(frozen=True, slots=True)

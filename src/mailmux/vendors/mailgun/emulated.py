@@ -47,14 +47,8 @@ class MailgunShape:
     routes: Sequence[Route] = tuple((e.method, e.path) for e in _INBOUND.endpoints)
 
     async def receive(self, request: web.Request) -> Received | web.Response:
-        incoming = ShapeRequest(
-            endpoint=MIME if request.path.endswith(".mime") else MESSAGES,
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            params=request.match_info,
-            headers=request.headers,
-            body=await request.read(),
+        incoming = ShapeRequest.of(
+            MIME if request.path.endswith(".mime") else MESSAGES, request, await request.read()
         )
         key = basic_key(request.headers.get("Authorization", ""))
         if key is None:

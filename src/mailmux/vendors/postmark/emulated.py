@@ -55,15 +55,7 @@ class PostmarkShape:
         if not token:
             return _response(_INBOUND.failure(endpoint, Failure.UNAUTHORIZED, "no server token"))
         raw = await request.read()
-        incoming = ShapeRequest(
-            endpoint=endpoint,
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            params=request.match_info,
-            headers=request.headers,
-            body=raw,
-        )
+        incoming = ShapeRequest.of(endpoint, request, raw)
         try:
             items = _INBOUND.parse_items(incoming, limits=DEFAULT_LIMITS)
         except ShapeError as err:

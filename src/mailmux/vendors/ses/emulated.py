@@ -42,15 +42,7 @@ class SesShape:
         if problem is not None:
             return _response(replies.error(403, *problem))
         raw = await request.read()
-        incoming = ShapeRequest(
-            ENDPOINT.name,
-            request.method,
-            request.path,
-            request.query_string,
-            request.match_info,
-            request.headers,
-            raw,
-        )
+        incoming = ShapeRequest.of(ENDPOINT.name, request, raw)
         try:
             self._inbound.parse(incoming, now=self._inbound.clock(), limits=_LIMITS)
         except ShapeError as err:

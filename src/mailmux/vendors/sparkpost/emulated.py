@@ -46,15 +46,7 @@ class SparkPostShape:
         if key is None:
             return _response(replies.failure_reply(Failure.UNAUTHORIZED, "no API key"))
         raw = await request.read()
-        shaped = ShapeRequest(
-            endpoint=ENDPOINT,
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            params=request.match_info,
-            headers=request.headers,
-            body=raw,
-        )
+        shaped = ShapeRequest.of(ENDPOINT, request, raw)
         try:
             messages = self._inbound.parse(shaped, now=time.time(), limits=LIMITS)
         except ShapeError as err:
