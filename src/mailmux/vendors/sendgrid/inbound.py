@@ -14,7 +14,6 @@ which SendGrid sends as that one email. Replies and errors: `replies`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -63,19 +62,19 @@ class SendGridInbound:
         return None if key is None else Credential(key)
 
     def parse(self, request: ShapeRequest, *, now: float, limits: MessageLimits) -> list[Message]:
-        doc, found = drafts(request.body, limits)
+        doc = decode(request.body)
         content_type = request.headers.get("Content-Type", "application/json")
-        if len(found) == 1:
-            bodies = [request.body]
-        else:
-            personalizations = doc["personalizations"]
-            bodies = [orjson.dumps({**doc, "personalizations": [p]}) for p in personalizations]
-        return [
-            replace(
-                draft.message, original=Original(KIND, SEND, body, content_type, draft.exclusive)
-            )
-            for draft, body in zip(found, bodies, strict=True)
-        ]
+        personalizations = doc.get("personalizations")
+        several = isinstance(personalizations, list) and len(personalizations) > 1
+
+        def original(index: int, exclusive: tuple[str, ...]) -> Original:
+            body = request.body
+            if several:  # the request narrowed to this personalization
+                assert isinstance(personalizations, list)
+                body = orjson.dumps({**doc, "personalizations": [personalizations[index]]})
+            return Original(KIND, SEND, body, content_type, exclusive)
+
+        return [draft.message for draft in read(doc, limits, original)]
 
     def reply(self, request: ShapeRequest, results: Sequence[ItemResult]) -> Reply:
         return replies.reply(results)

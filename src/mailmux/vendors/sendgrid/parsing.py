@@ -21,13 +21,13 @@ paths and, where its wording is known, SendGrid's messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from mailmux.message import Address, FieldError, Message, MessageLimits
+from mailmux.message import Address, FieldError, Message, MessageLimits, Original
 from mailmux.vendors.inbound import Failure, ShapeError
 from mailmux.vendors.sendgrid.fields import SUBJECT_REQUIRED, MailSendChecker, type_name
 from mailmux.vendors.sendgrid.outbound import MAX_RECIPIENTS
@@ -58,6 +58,10 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
 }
 
 
+#: (index of the personalization, its exclusive fields) → the message's `original`.
+OriginalFor = Callable[[int, tuple[str, ...]], Original]
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     """One personalization as a Message (no `original` yet) and what only SendGrid carries."""
@@ -80,15 +84,19 @@ def decode(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def read(doc: dict[str, Any], limits: MessageLimits) -> list[Draft]:
+def read(
+    doc: dict[str, Any], limits: MessageLimits, original: OriginalFor | None = None
+) -> list[Draft]:
     """The drafts of a decoded body, one per personalization; ShapeError listing every problem.
 
     Problems come in SendGrid's order: sender, personalizations, content, subject, the rest.
+    `original(index, exclusive)` gives each draft's message its `original` as it is
+    built (a copy made afterwards would cost more than the rest of the message).
     """
     check = MailSendChecker(limits)
     get = doc.get
-    for name, types in _TYPES.items():
-        check.typed(get(name), name, types)
+    for name in _TYPES.keys() & doc.keys():
+        check.typed(doc[name], name, _TYPES[name])
     template = isinstance(get("template_id"), str) and bool(get("template_id"))
     sender = check.sender(get("from"), "from", required=True)
     items = check.personalizations(get("personalizations"))
@@ -111,6 +119,8 @@ def read(doc: dict[str, Any], limits: MessageLimits) -> list[Draft]:
         merged_metadata = {**metadata, **own.metadata}
         at = f"personalizations.{index}"
         check.metadata_size(merged_metadata, f"{at}.custom_args" if own.metadata else "custom_args")
+        own_exclusive = (f"personalizations.{k}" for k in _personalization_exclusive(item))
+        exclusive = tuple(dict.fromkeys((*shared, *own_exclusive)))
         message = Message(
             sender=own.sender or sender or Address(""),  # no sender: an error is recorded
             to=own.to,
@@ -124,10 +134,10 @@ def read(doc: dict[str, Any], limits: MessageLimits) -> list[Draft]:
             attachments=attachments,
             tags=tags,
             metadata=merged_metadata,
+            original=None if original is None else original(index, exclusive),
         )
         check.size(message, at)
-        own_exclusive = (f"personalizations.{k}" for k in _personalization_exclusive(item))
-        drafts.append(Draft(message, tuple(dict.fromkeys((*shared, *own_exclusive)))))
+        drafts.append(Draft(message, exclusive))
     total = sum(len(p.to) + len(p.cc) + len(p.bcc) for p in personal)
     if total > MAX_RECIPIENTS:
         check.fail(
