@@ -148,10 +148,8 @@ class Deliverer:
             await self.store.insert(record, events, durable=False)
         else:
             await self.store.insert(record, events, payload=to_payload(message), durable=True)
-        receipt = Receipt.from_record(record)
-        if result.decided is not None and result.decided.passed_through is not None:
-            receipt = replace(receipt, passed_through=result.decided.passed_through)
-        return receipt
+        decided = result.decided
+        return Receipt.from_record(record, None if decided is None else decided.passed_through)
 
     async def redeliver(self, leased: Leased, owner: str) -> MessageState:
         """One retry of a spooled message this node holds the lease on.

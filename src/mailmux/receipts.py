@@ -29,13 +29,16 @@ class Receipt:
     passed_through: HttpResponse | None = None
 
     @classmethod
-    def from_record(cls, record: MessageRecord) -> Receipt:
+    def from_record(
+        cls, record: MessageRecord, passed_through: HttpResponse | None = None
+    ) -> Receipt:
         return cls(
             id=record.id,
             state=record.state,
             vendor=record.vendor if record.state == MessageState.SENT else None,
             vendor_message_id=record.vendor_message_id,
             reason=record.reason,
+            passed_through=passed_through,
         )
 
     @classmethod

@@ -252,8 +252,8 @@ def _response(reply: Reply, extra: dict[str, str] | None = None) -> web.Response
 
 def _passed_through(answer: HttpResponse, extra: dict[str, str]) -> web.Response:
     """The ESP's own answer, as it came, with mailmux's headers added."""
-    headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in answer.headers.items() if name.lower() not in _HOP_HEADERS
-    )
+    headers: CIMultiDict[str] = CIMultiDict(answer.headers)
+    for name in _HOP_HEADERS.intersection(map(str.lower, headers)):
+        del headers[name]
     headers.update(extra)
     return web.Response(status=answer.status, body=answer.body, headers=headers)

@@ -295,7 +295,16 @@ class HttpVendor(Vendor):
             outcome = Outcome.AMBIGUOUS if err.sent else Outcome.RETRIABLE
             return AttemptResult(outcome, reason=err.reason)
         result = self.parse_response(response)
-        return replace(result, passed_through=response) if passing else result
+        if not passing:
+            return result
+        return AttemptResult(  # not replace(): this is the hot path, and it costs 3x more
+            result.outcome,
+            result.vendor_message_id,
+            result.status,
+            result.reason,
+            result.retry_after,
+            response,
+        )
 
     async def close(self) -> None:
         await self.transport.close()
