@@ -93,7 +93,7 @@ class MailSendChecker(JsonChecker):
 
     def email(self, value: object, path: str) -> Address | None:
         """An `{"email", "name"?}` object."""
-        if not self.typed(value, path, (dict,)):
+        if type(value) is not dict and not self.typed(value, path, (dict,)):
             if value is None:
                 self.fail(f"{path}.email", "invalid_address", _INVALID_ADDRESS)
             return None
@@ -150,7 +150,9 @@ class MailSendChecker(JsonChecker):
         return items
 
     def personalization(self, item: Mapping[str, Any], at: str) -> Personal:
-        to, cc, bcc = (self.recipients_of(item, at, key) for key in ("to", "cc", "bcc"))
+        to = self.recipients_of(item, at, "to")
+        cc = self.recipients_of(item, at, "cc")
+        bcc = self.recipients_of(item, at, "bcc")
         self.unique(at, (("to", to), ("cc", cc), ("bcc", bcc)))
         return Personal(
             to,
@@ -164,6 +166,8 @@ class MailSendChecker(JsonChecker):
 
     def recipients_of(self, item: Mapping[str, Any], at: str, key: str) -> tuple[Address, ...]:
         """`to`, `cc` or `bcc` of a personalization; `to` is required, null is never a list."""
+        if key != "to" and key not in item:
+            return ()
         path = f"{at}.{key}"
         value = item.get(key)
         if key == "to" and (not isinstance(value, list) or not value):
@@ -171,8 +175,6 @@ class MailSendChecker(JsonChecker):
                 self.typed(value, path, (list,))
             else:
                 self.fail(path, "required", _TO)
-            return ()
-        if key not in item:
             return ()
         if not self.typed(value, path, (list,)):
             if value is None:
