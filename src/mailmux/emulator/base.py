@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Protocol
 
 from aiohttp import web
+
+from mailmux.vendors.inbound import Reply
 
 #: (HTTP method, path in aiohttp's route syntax), e.g. ("POST", "/v3/{domain}/messages").
 Route = tuple[str, str]
@@ -53,3 +56,16 @@ class Shape(Protocol):
 
 
 ShapeFactory = Callable[[], Shape]
+
+
+def reply_response(reply: Reply) -> web.Response:
+    """A shape's `Reply` (the ESP's words, shared with the ingress) as the emulator sends it."""
+    return web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
+
+
+def status_phrase(status: int) -> str:
+    """The reason phrase of an HTTP status, for the text of an injected fault."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from http import HTTPStatus
 
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, status_phrase
 from mailmux.message import DEFAULT_LIMITS
 from mailmux.vendors.brevo.inbound import ENDPOINT, BrevoInbound, decode, messages
 from mailmux.vendors.brevo.replies import error_reply, success_reply
@@ -80,7 +79,7 @@ class BrevoShape:
         return _response(reply, status=202 if scheduled else reply.status)
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
-        text = f"{_phrase(status)} (emulated fault)"
+        text = f"{status_phrase(status)} (emulated fault)"
         code = _FAULT_CODES.get(status)
         reply = error_reply(status, code, text) if code else json_reply(status, {"message": text})
         response = _response(reply)
@@ -119,10 +118,3 @@ def _response(reply: Reply, status: int | None = None) -> web.Response:
         body=reply.body,
         headers=dict(reply.headers),
     )
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"

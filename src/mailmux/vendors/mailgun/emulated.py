@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response
 from mailmux.message import DEFAULT_LIMITS
-from mailmux.vendors.inbound import Failure, Reply, ShapeError, ShapeRequest
+from mailmux.vendors.inbound import Failure, ShapeError, ShapeRequest
 from mailmux.vendors.mailgun.form import FormField
 from mailmux.vendors.mailgun.inbound import MailgunInbound, basic_key
 from mailmux.vendors.mailgun.outbound import MESSAGES, MIME
@@ -52,22 +52,22 @@ class MailgunShape:
         )
         key = basic_key(request.headers.get("Authorization", ""))
         if key is None:
-            return _response(failure_reply(Failure.UNAUTHORIZED, "no API key"))
+            return reply_response(failure_reply(Failure.UNAUTHORIZED, "no API key"))
         try:
             form = _INBOUND.form(incoming)
             _INBOUND.message(incoming, form, now=time.time(), limits=DEFAULT_LIMITS)
         except ShapeError as err:
-            return _response(failure_reply(err.failure, err.message))
+            return reply_response(failure_reply(err.failure, err.message))
         recorded = _recorded_headers(request, key)
         recorded[":sha256"] = hashlib.sha256(incoming.body).hexdigest()
         return Received(body=orjson.dumps(_stored(form)), headers=recorded)
 
     def accepted(self, message_id: str) -> web.Response:
-        return _response(queued(message_id))
+        return reply_response(queued(message_id))
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
         reply = forbidden() if status == 401 else error(status, f"Emulated fault: HTTP {status}")
-        response = _response(reply)
+        response = reply_response(reply)
         if retry_after is not None:
             response.headers["Retry-After"] = str(max(0, round(retry_after)))
         return response
@@ -104,7 +104,3 @@ def _recorded_headers(request: web.Request, key: str) -> dict[str, str]:
         if value is not None:
             recorded[name] = value
     return recorded
-
-
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

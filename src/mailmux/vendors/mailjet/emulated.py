@@ -29,14 +29,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from http import HTTPStatus
 
 import orjson
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response, status_phrase
 from mailmux.message import DEFAULT_LIMITS
-from mailmux.vendors.inbound import Failure, Reply, ShapeError
+from mailmux.vendors.inbound import Failure, ShapeError
 from mailmux.vendors.mailjet import replies
 from mailmux.vendors.mailjet.inbound import ENDPOINT, credential
 from mailmux.vendors.mailjet.replies import Ids
@@ -68,7 +67,9 @@ class MailjetEmulated:
         authorization = request.headers.get("Authorization", "")
         found = credential(authorization)
         if found is None:
-            return _response(replies.failure(Failure.UNAUTHORIZED, "send Basic API key:secret"))
+            return reply_response(
+                replies.failure(Failure.UNAUTHORIZED, "send Basic API key:secret")
+            )
         raw = await request.read()
         try:
             sent = read_send(
@@ -79,7 +80,7 @@ class MailjetEmulated:
                 keep_original=False,
             )
         except ShapeError as err:
-            return _response(replies.failure(err.failure, err.message, err.errors))
+            return reply_response(replies.failure(err.failure, err.message, err.errors))
         pending = _Pending(str(request.url.origin()), sent.items)
         valid = [item.entry for item in sent.items if not item.errors]
         if sent.sandbox or not valid:
@@ -97,9 +98,9 @@ class MailjetEmulated:
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
         reply = replies.global_error(
-            status, f"emulated-{status}", f"{_phrase(status)} (emulated fault)"
+            status, f"emulated-{status}", f"{status_phrase(status)} (emulated fault)"
         )
-        response = _response(reply)
+        response = reply_response(reply)
         if retry_after is not None:
             response.headers["Retry-After"] = str(max(0, round(retry_after)))
         return response
@@ -111,7 +112,7 @@ class MailjetEmulated:
             replies.refused(item.errors) if item.errors else replies.success(item.echo, ids)
             for item in pending.items
         ]
-        return _response(replies.answer(entries))
+        return reply_response(replies.answer(entries))
 
     def _ids(self, message_id: str, base_url: str) -> Iterator[Ids]:
         """The emulator id for the first recipient, then `<id>-1`, `<id>-2`, … ("", 0 unsent)."""
@@ -123,10 +124,6 @@ class MailjetEmulated:
             yield uuid, number, f"{base_url}/v3/REST/message/{number}"
 
 
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
-
-
 def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
     """What a test wants to see of the request headers; the key is shown by its tail only."""
     recorded = {"authorization": f"…{key[-4:]}" if len(key) > 8 else "…"}
@@ -135,10 +132,3 @@ def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
         if value is not None:
             recorded[name] = value
     return recorded
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"

@@ -19,12 +19,11 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response
 from mailmux.message import DEFAULT_LIMITS
 from mailmux.vendors.inbound import (
     Failure,
     ItemResult,
-    Reply,
     ShapeError,
     ShapeRequest,
     json_reply,
@@ -53,13 +52,15 @@ class PostmarkShape:
         endpoint = _ENDPOINT_BY_PATH.get(request.path, "email")
         token = request.headers.get(TOKEN_HEADER, "").strip()
         if not token:
-            return _response(_INBOUND.failure(endpoint, Failure.UNAUTHORIZED, "no server token"))
+            return reply_response(
+                _INBOUND.failure(endpoint, Failure.UNAUTHORIZED, "no server token")
+            )
         raw = await request.read()
         incoming = ShapeRequest.of(endpoint, request, raw)
         try:
             items = _INBOUND.parse_items(incoming, limits=DEFAULT_LIMITS)
         except ShapeError as err:
-            return _response(_INBOUND.failure(endpoint, err.failure, err.message, err.errors))
+            return reply_response(_INBOUND.failure(endpoint, err.failure, err.message, err.errors))
         to = [item.get("To") or "" for item, _ in items]
         _answering.set((endpoint, [t if isinstance(t, str) else "" for t in to]))
         return Received(body=raw, headers=_recorded_headers(request.headers, token))
@@ -68,14 +69,14 @@ class PostmarkShape:
         endpoint, to = _answering.get(("email", [""]))
         if endpoint in SINGLE_OF:
             results = [ItemResult(f"{message_id}-{i}", accepted=True) for i in range(len(to))]
-            return _response(replies.batch_reply(results, [t or None for t in to]))
-        return _response(replies.single_reply(ItemResult(message_id, True), to[0] or None))
+            return reply_response(replies.batch_reply(results, [t or None for t in to]))
+        return reply_response(replies.single_reply(ItemResult(message_id, True), to[0] or None))
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
         code = _FAULT_CODES.get(status, status)
         document = replies.error_document(code, f"Emulated fault: HTTP {status}.")
         headers = None if retry_after is None else {"Retry-After": str(max(0, round(retry_after)))}
-        return _response(json_reply(status, document, headers))
+        return reply_response(json_reply(status, document, headers))
 
 
 def _recorded_headers(headers: Mapping[str, str], token: str) -> dict[str, str]:
@@ -87,7 +88,3 @@ def _recorded_headers(headers: Mapping[str, str], token: str) -> dict[str, str]:
         if value is not None:
             recorded[name] = value
     return recorded
-
-
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

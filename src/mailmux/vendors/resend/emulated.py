@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 import orjson
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response
 from mailmux.message import DEFAULT_LIMITS
-from mailmux.vendors.inbound import Failure, ItemResult, Reply, ShapeError, ShapeRequest
+from mailmux.vendors.inbound import Failure, ItemResult, ShapeError, ShapeRequest
 from mailmux.vendors.resend import replies
 from mailmux.vendors.resend.inbound import ENDPOINTS, ResendInbound, bearer_key
 
@@ -67,7 +67,7 @@ class ResendShape:
         key = bearer_key(request.headers)
         if not key:
             failure = Failure.UNAUTHORIZED if key is None else Failure.FORBIDDEN
-            return _response(replies.failure(failure, ""))
+            return reply_response(replies.failure(failure, ""))
         if not request.headers.get("User-Agent"):
             return _error(403, "validation_error", "The User-Agent header is required.")
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -81,14 +81,16 @@ class ResendShape:
         try:
             count = len(self._inbound.parse(incoming, now=time.time(), limits=DEFAULT_LIMITS))
         except ShapeError as err:
-            return _response(self._inbound.failure(endpoint, err.failure, err.message, err.errors))
+            return reply_response(
+                self._inbound.failure(endpoint, err.failure, err.message, err.errors)
+            )
         pending_key = None
         if idempotency_key is not None:
             digest = hashlib.sha256(orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS))
             known = self._keys.get(idempotency_key)
             if known is not None:
                 if known[0] != digest.digest():
-                    return _response(replies.failure(Failure.IDEMPOTENCY_REUSED, ""))
+                    return reply_response(replies.failure(Failure.IDEMPOTENCY_REUSED, ""))
                 return web.Response(status=200, body=known[1], content_type="application/json")
             pending_key = (idempotency_key, digest.digest())
         self._pending = (endpoint, count, pending_key)
@@ -104,7 +106,7 @@ class ResendShape:
             self._keys[key] = (digest, reply.body)
             if len(self._keys) > self._max_keys:
                 self._keys.popitem(last=False)
-        return _response(reply)
+        return reply_response(reply)
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
         default = "application_error" if status >= 500 else "validation_error"
@@ -134,8 +136,4 @@ def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
 
 
 def _error(status: int, name: str, message: str) -> web.Response:
-    return _response(replies.error(status, name, message))
-
-
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+    return reply_response(replies.error(status, name, message))

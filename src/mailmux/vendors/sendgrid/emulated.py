@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from http import HTTPStatus
 
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response, status_phrase
 from mailmux.message import MessageLimits
-from mailmux.vendors.inbound import Failure, Reply, ShapeError
+from mailmux.vendors.inbound import Failure, ShapeError
 from mailmux.vendors.sendgrid import replies
 from mailmux.vendors.sendgrid.inbound import ENDPOINTS, bearer_key, drafts
 from mailmux.vendors.sendgrid.outbound import MAX_RECIPIENTS, MAX_REQUEST_BYTES
@@ -40,20 +39,20 @@ class SendGridShape:
     async def receive(self, request: web.Request) -> Received | web.Response:
         key = bearer_key(request.headers)
         if key is None:
-            return _response(replies.failure(Failure.UNAUTHORIZED, "no API key"))
+            return reply_response(replies.failure(Failure.UNAUTHORIZED, "no API key"))
         raw = await request.read()
         try:
             drafts(raw, LIMITS)
         except ShapeError as err:
-            return _response(replies.failure(err.failure, err.message, err.errors))
+            return reply_response(replies.failure(err.failure, err.message, err.errors))
         return Received(body=raw, headers=_recorded_headers(request.headers, key))
 
     def accepted(self, message_id: str) -> web.Response:
-        return _response(replies.accepted(message_id))
+        return reply_response(replies.accepted(message_id))
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
-        response = _response(
-            replies.errors(status, [(f"{_phrase(status)} (emulated fault)", None)])
+        response = reply_response(
+            replies.errors(status, [(f"{status_phrase(status)} (emulated fault)", None)])
         )
         if retry_after is not None:
             seconds = max(0, round(retry_after))
@@ -65,10 +64,6 @@ class SendGridShape:
         return response
 
 
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-
-
 def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
     """What a test wants to see of the request headers; the key is shown by its tail only."""
     recorded = {"authorization": f"Bearer …{key[-4:]}" if len(key) > 8 else "Bearer …"}
@@ -77,10 +72,3 @@ def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
         if value is not None:
             recorded[name] = value
     return recorded
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"

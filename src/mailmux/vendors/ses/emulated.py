@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response
 from mailmux.message import MessageLimits
-from mailmux.vendors.inbound import Reply, ShapeError, ShapeRequest
+from mailmux.vendors.inbound import ShapeError, ShapeRequest
 from mailmux.vendors.ses import replies, sigv4
 from mailmux.vendors.ses.inbound import ENDPOINT, SesInbound
 from mailmux.vendors.ses.sendemail import MAX_RECIPIENTS
@@ -40,26 +40,22 @@ class SesShape:
     async def receive(self, request: web.Request) -> Received | web.Response:
         problem = sigv4.authorization_problem(request.headers)
         if problem is not None:
-            return _response(replies.error(403, *problem))
+            return reply_response(replies.error(403, *problem))
         raw = await request.read()
         incoming = ShapeRequest.of(ENDPOINT.name, request, raw)
         try:
             self._inbound.parse(incoming, now=self._inbound.clock(), limits=_LIMITS)
         except ShapeError as err:
-            return _response(
+            return reply_response(
                 self._inbound.failure(ENDPOINT.name, err.failure, err.message, err.errors)
             )
         return Received(body=raw, headers=_recorded_headers(request.headers))
 
     def accepted(self, message_id: str) -> web.Response:
-        return _response(replies.sent(message_id))
+        return reply_response(replies.sent(message_id))
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
-        return _response(replies.fault_reply(status, retry_after))
-
-
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+        return reply_response(replies.fault_reply(status, retry_after))
 
 
 def _recorded_headers(headers: Mapping[str, str]) -> dict[str, str]:

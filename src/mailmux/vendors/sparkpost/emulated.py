@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from mailmux.emulator.base import Received, Route
+from mailmux.emulator.base import Received, Route, reply_response
 from mailmux.message import MessageLimits, recipient_count
-from mailmux.vendors.inbound import Failure, Reply, ShapeError, ShapeRequest
+from mailmux.vendors.inbound import Failure, ShapeError, ShapeRequest
 from mailmux.vendors.sparkpost import replies
 from mailmux.vendors.sparkpost.inbound import ENDPOINT, ENDPOINTS, SparkPostInbound, api_key
 
@@ -44,22 +44,22 @@ class SparkPostShape:
     async def receive(self, request: web.Request) -> Received | web.Response:
         key = api_key(request.headers.get("Authorization", ""))
         if key is None:
-            return _response(replies.failure_reply(Failure.UNAUTHORIZED, "no API key"))
+            return reply_response(replies.failure_reply(Failure.UNAUTHORIZED, "no API key"))
         raw = await request.read()
         shaped = ShapeRequest.of(ENDPOINT, request, raw)
         try:
             messages = self._inbound.parse(shaped, now=time.time(), limits=LIMITS)
         except ShapeError as err:
-            return _response(replies.failure_reply(err.failure, err.message, err.errors))
+            return reply_response(replies.failure_reply(err.failure, err.message, err.errors))
         self._recipients = sum(recipient_count(m) for m in messages)
         return Received(body=raw, headers=_recorded_headers(request.headers, key))
 
     def accepted(self, message_id: str) -> web.Response:
         count, self._recipients = self._recipients, 0
-        return _response(replies.success(message_id, count))
+        return reply_response(replies.success(message_id, count))
 
     def fault(self, status: int, retry_after: float | None) -> web.Response:
-        response = _response(replies.fault_reply(status))
+        response = reply_response(replies.fault_reply(status))
         if retry_after is not None:
             response.headers["Retry-After"] = str(max(0, round(retry_after)))
         return response
@@ -73,7 +73,3 @@ def _recorded_headers(headers: Mapping[str, str], key: str) -> dict[str, str]:
         if value is not None:
             recorded[name] = value
     return recorded
-
-
-def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
