@@ -203,9 +203,12 @@ async def serve(app: App) -> None:
         config.store,
         names,
     )
-    if not config.api_keys:
+    shapes = ", ".join(config.ingress.enabled()) or "none"
+    log.info("ESP-shaped APIs on: %s", shapes)
+    if not config.client_keys:
         log.warning(
-            "no API keys configured: the API is open to anyone who can reach %s (loopback only)",
+            "no api_keys or clients configured: the APIs are open to anyone who can reach %s"
+            " (loopback only)",
             config.listen_host,
         )
     stop = asyncio.Event()
