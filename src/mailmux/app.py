@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from mailmux.backoff import Backoff
-from mailmux.config import Config, split_listen
+from mailmux.config import Config
+from mailmux.config_values import split_listen
 from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
@@ -22,6 +23,7 @@ from mailmux.ingress.apps import build_api_app, build_shape_app
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
+from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
@@ -106,6 +108,10 @@ class App:
         self.shape_ports: dict[str, int] = {}
         self._retrier_task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self._smtp: SmtpServer | None = None
+        #: The ports the SMTP listeners bound (`smtp.listen`, `smtp.listen_tls`), once started.
+        self.smtp_port: int | None = None
+        self.smtp_tls_port: int | None = None
 
     async def status(self) -> dict[str, Any]:
         kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
@@ -168,9 +174,35 @@ class App:
             host, port = split_listen(shape.listen)
             await listener.start(host, port)
             self.shape_ports[name] = listener.port or port
+        if self.config.smtp.enabled:
+            await self._start_smtp(ctx)
+
+    async def _start_smtp(self, ctx: ApiContext) -> None:
+        lim = self.config.limits
+        # A stop waits for deliveries under way: each tries at most every vendor once.
+        longest = max(
+            [self.config.delivery.attempt_timeout]
+            + [v.attempt_timeout for v in self.config.vendors.values() if v.attempt_timeout]
+        )
+        self._smtp = SmtpServer(
+            self.config.smtp,
+            SmtpSettings(
+                limits=ctx.limits,
+                keys=ctx.keys,
+                timeout=max(lim.idle_timeout, lim.body_timeout),
+                grace=longest * len(self.vendors) + 1.0,
+            ),
+            self.deliverer.submit,
+            clock=ctx.clock,
+        )
+        await self._smtp.start()
+        self.smtp_port, self.smtp_tls_port = self._smtp.port, self._smtp.tls_port
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish, then flush the store."""
+        if self._smtp is not None:
+            await self._smtp.stop()
+            self._smtp = None
         for _, listener in self._shape_listeners:
             await listener.close()
         if self._listener is not None:
@@ -205,6 +237,10 @@ async def serve(app: App) -> None:
     )
     shapes = ", ".join(config.ingress.enabled()) or "none"
     log.info("ESP-shaped APIs on: %s", shapes)
+    for setting, port in (("listen", app.smtp_port), ("listen_tls", app.smtp_tls_port)):
+        if port is not None:
+            address = getattr(config.smtp, setting)
+            log.info("SMTP submission (smtp.%s) on %s, port %d", setting, address, port)
     if not config.client_keys:
         log.warning(
             "no api_keys or clients configured: the APIs are open to anyone who can reach %s"

@@ -24,7 +24,6 @@ config stops mailmux before it accepts mail; it is never an attempt's outcome.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -46,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailmux.config_smtp import SmtpConfig
 from mailmux.config_sources import (
     Location,
     Violations,
@@ -55,6 +55,13 @@ from mailmux.config_sources import (
     read_file,
     show_value,
     substitute,
+)
+from mailmux.config_values import (
+    Count,
+    checked_listen,
+    is_loopback,
+    null_words,
+    split_listen,
 )
 
 CONFIG_FILE = "mailmux.yaml"  # looked for in the working directory when no path is given
@@ -155,13 +162,6 @@ def _one_of(choices: Iterable[str]) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _whole_number(value: object) -> object:
-    """YAML reads `yes`/`on` as true, which pydantic would take as the number 1."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a whole number (got {show_value(value)})")
-    return value
-
-
 def _finite_number(value: object) -> object:
     """Refuse NaN and infinity up front: NaN fails every bound with a misleading message."""
     if isinstance(value, bool):
@@ -172,13 +172,6 @@ def _finite_number(value: object) -> object:
         return value  # pydantic says what is wrong with it
     if number is not None and not math.isfinite(number):
         raise ValueError(f"must be a finite number (got {show_value(value)})")
-    return value
-
-
-def _null_words(value: object) -> object:
-    """Let an environment override switch an optional value off."""
-    if isinstance(value, str) and value.strip().lower() in ("", "null", "none", "off"):
-        return None
     return value
 
 
@@ -230,7 +223,6 @@ def _http_url(value: str) -> str:
 
 _Finite = BeforeValidator(_finite_number)
 Seconds = Annotated[float, _Finite, Field(gt=0)]
-Count = Annotated[int, BeforeValidator(_whole_number), Field(ge=1)]
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
 Text = Annotated[str, Field(min_length=1)]
 VendorName = Annotated[str, AfterValidator(_name_rule(r"[a-z0-9_]+", "vendor names"))]
@@ -297,7 +289,7 @@ class HealthConfig(_Section):
     window_seconds: Seconds = 30.0
     min_requests: Count = 20
     failure_rate: Annotated[float, _Finite, Field(gt=0, le=1)] = 0.5
-    latency_p90_seconds: Annotated[Seconds | None, BeforeValidator(_null_words)] = 2.0
+    latency_p90_seconds: Annotated[Seconds | None, BeforeValidator(null_words)] = 2.0
     base_ejection_seconds: Seconds = 30.0
     max_ejection_seconds: Seconds = 300.0
 
@@ -385,26 +377,6 @@ def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorCo
     return vendors
 
 
-def split_listen(value: str) -> tuple[str, int]:
-    """'host:port' or '[v6 address]:port' → (host without brackets, port)."""
-    usage = f"must be host:port, e.g. 127.0.0.1:8025 or [::1]:8025 (got {value!r})"
-    if value.startswith("["):
-        host, separator, port = value[1:].partition("]:")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(usage) from None
-    else:
-        host, separator, port = value.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"an IPv6 address needs brackets, e.g. [::1]:8025 (got {value!r})")
-    if not separator or not host or re.fullmatch(r"[0-9]{1,5}", port) is None:
-        raise ValueError(usage)
-    if int(port) > 65535:
-        raise ValueError(f"port must be 0-65535 (got {value!r})")
-    return host, int(port)
-
-
 ClientName = Annotated[str, AfterValidator(_name_rule(r"[A-Za-z0-9_.-]{1,128}", "client names"))]
 
 
@@ -424,11 +396,7 @@ class ShapeIngress(_Section):
     @field_validator("listen", mode="before")
     @classmethod
     def _valid_listen(cls, value: object) -> object:
-        if value is not None:
-            if not isinstance(value, str):
-                raise ValueError(f"must be host:port (got {show_value(value)})")
-            split_listen(value)
-        return value
+        return checked_listen(value)
 
 
 class IngressConfig(_Section):
@@ -452,15 +420,6 @@ class IngressConfig(_Section):
         }
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
 
@@ -474,6 +433,7 @@ class Config(_Section):
     api_keys: tuple[Text, ...] = Field(default=(), repr=False)
     clients: Mapping[ClientName, ClientConfig] = Field(default_factory=dict)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     limits: Limits = Field(default_factory=Limits)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -555,14 +515,17 @@ class Config(_Section):
     @property
     def is_loopback(self) -> bool:
         """Whether only this machine can reach the listener."""
-        return _is_loopback(self.listen_host)
+        return is_loopback(self.listen_host)
 
     def exposed(self) -> list[str]:
         """The configured listen addresses other machines could reach (`path: address`)."""
         found = [] if self.is_loopback else [f"listen: {self.listen}"]
         for name, shape in self.ingress.enabled().items():
-            if shape.listen is not None and not _is_loopback(split_listen(shape.listen)[0]):
+            if shape.listen is not None and not is_loopback(split_listen(shape.listen)[0]):
                 found.append(f"ingress.{name}.listen: {shape.listen}")
+        for name, address in self.smtp.addresses():
+            if not is_loopback(split_listen(address)[0]):
+                found.append(f"smtp.{name}: {address}")
         return found
 
     @property

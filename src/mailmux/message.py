@@ -44,10 +44,12 @@ from mailmux.addresses import AddressError, has_line_break, split_mailbox
 
 DEFAULT_TRAFFIC_CLASS = "transactional"
 
-#: SMTP clients cannot send JSON fields; these headers carry the traffic class and the
-#: deadline (RFC 3339 or seconds) instead. parse_mime consumes and strips them.
+#: SMTP clients cannot send JSON fields; these headers carry the traffic class, the
+#: deadline (RFC 3339 or seconds) and the tags (comma-separated) instead. parse_mime
+#: consumes and strips them.
 CLASS_HEADER = "X-Mailmux-Class"
 DEADLINE_HEADER = "X-Mailmux-Deadline"
+TAGS_HEADER = "X-Mailmux-Tags"
 
 #: Lower-cased names a custom header may not use: mailmux writes them from the message
 #: fields (or the MIME structure), or they belong to the receiving MTA.
@@ -55,6 +57,7 @@ RESERVED_HEADERS = frozenset(
     {"from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id"}
     | {"mime-version", "content-type", "content-transfer-encoding", "content-disposition"}
     | {"content-id", "return-path", "orig-date", CLASS_HEADER.lower(), DEADLINE_HEADER.lower()}
+    | {TAGS_HEADER.lower()}
     | {f"resent-{n}" for n in ("date", "from", "sender", "to", "cc", "bcc", "message-id")}
 )
 _TRAFFIC_CLASS = re.compile(r"[a-z0-9_-]{1,64}")

@@ -28,6 +28,7 @@ from mailmux.message import (
     DEADLINE_HEADER,
     DEFAULT_LIMITS,
     RESERVED_HEADERS,
+    TAGS_HEADER,
     Address,
     Attachment,
     Checker,
@@ -207,9 +208,10 @@ def _parse_mime(
     deadline = check.deadline(
         _seconds_or_text(_header_text(mime, DEADLINE_HEADER)), DEADLINE_HEADER, now
     )
+    tags = _tags(check, mime)
     if check.errors or sender is None:
         raise InvalidMessage(check.errors)
-    private = {b"bcc", CLASS_HEADER.lower().encode(), DEADLINE_HEADER.lower().encode()}
+    private = {b"bcc"} | {h.lower().encode() for h in (CLASS_HEADER, DEADLINE_HEADER, TAGS_HEADER)}
     if any(name.lower().encode() in private for name in mime):
         raw = _without_fields(raw, private)
     return Message(
@@ -223,6 +225,7 @@ def _parse_mime(
         html,
         headers,
         tuple(attachments),
+        tags=tags,
         traffic_class=traffic_class,
         deadline=deadline,
         raw_mime=raw,
@@ -244,6 +247,18 @@ def _header_addresses(
             found.append(Address(addr, clean_name(_unescape(mailbox.display_name))))
         except AddressError as err:
             check.fail(f"{path}[{len(found)}]", err.code, err.reason)
+    return tuple(found)
+
+
+def _tags(check: Checker, mime: EmailMessage) -> tuple[str, ...]:
+    """`X-Mailmux-Tags: a, b` → ("a", "b"); every such header counts, empty items do not.
+    Each tag obeys the header rules (no line break or NUL), as a native API tag does."""
+    found: list[str] = []
+    for value in mime.get_all(TAGS_HEADER, []):
+        for item in _unescape(str(value)).split(","):
+            tag = check.string(item.strip(), f"{TAGS_HEADER}[{len(found)}]", header=True)
+            if tag and tag not in found:
+                found.append(tag)
     return tuple(found)
 
 
