@@ -32,6 +32,28 @@ __all__ = ["CLIENT_KEY", "CLIENT_NAME"]
 ANON_KEY = "anonymous-key-9876543210"
 TIMEOUT = 10.0
 
+#: A signed message as a DKIM signer leaves it: signed headers folded, and a body of
+#: 8-bit text, that must reach a raw-MIME vendor exactly as they are.
+SIGNED = (
+    b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel;\r\n"
+    b"\th=from:to:subject:date:message-id; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\r\n"
+    b"\tb=dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ==\r\n"
+    b"From: Shop <shop@example.com>\r\n"
+    b"To: Ana <ana@example.org>\r\n"
+    b"Subject: A subject that is long enough to have been folded by the sender\r\n"
+    b"  onto a second line\r\n"
+    b"Date: Tue, 01 Jan 2030 00:00:00 +0000\r\n"
+    b"Message-ID: <signed-1@example.com>\r\n"
+    b"References: <a@example.com>\r\n"
+    b" <b@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"Gr\xc3\xbc\xc3\x9fe,  two spaces   and trailing blanks   \r\n"
+    b".a line that starts with a dot\r\n"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Certificate:
@@ -78,6 +100,16 @@ def make_certificate(directory: Path) -> Certificate:
         )
     )
     return made
+
+
+def tls_settings(certificate: Certificate, **more: Any) -> dict[str, Any]:
+    """`smtp:` settings for STARTTLS on `listen` and implicit TLS on `listen_tls`."""
+    return {
+        "tls_cert_file": str(certificate.cert),
+        "tls_key_file": str(certificate.key),
+        "listen_tls": "127.0.0.1:0",
+        **more,
+    }
 
 
 class Mailmux:
