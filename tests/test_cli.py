@@ -71,6 +71,13 @@ def test_serve_refuses_a_shapes_public_listener_without_client_keys(tmp_path: Pa
     assert "ingress.postmark.listen: 0.0.0.0:0: not a loopback address" in result.stderr
 
 
+def test_serve_refuses_a_public_smtp_listener_without_client_keys(tmp_path: Path) -> None:
+    env = {"MAILMUX_SMTP__LISTEN": "0.0.0.0:0", "MAILMUX_SMTP__REQUIRE_TLS": "false"}
+    result = mailmux("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "smtp.listen: 0.0.0.0:0: not a loopback address" in result.stderr
+
+
 def test_serve_refuses_an_unavailable_store(tmp_path: Path) -> None:
     result = mailmux("serve", cwd=tmp_path, env={"MAILMUX_STORE": "postgresql://db/mail"})
     assert result.returncode == 1

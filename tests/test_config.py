@@ -654,7 +654,7 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
         "retry.lease_second: unknown key (did you mean lease_seconds?)",
         "vendors.primary.wieght: unknown key (did you mean weight?)",
         "colour: unknown key (known keys: listen, store, node_id, api_keys, clients, ingress, "
-        "limits, delivery, "
+        "smtp, limits, delivery, "
         "health, retry, idempotency, vendors)",
     ]
 

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from test_message import NOW, PDF, PNG, RICH, errors_of
 
-from mailmux.message import DEFAULT_TRAFFIC_CLASS, Address, Attachment, Message, MessageLimits
+from mailmux.message import (
+    DEFAULT_TRAFFIC_CLASS,
+    Address,
+    Attachment,
+    InvalidMessage,
+    Message,
+    MessageLimits,
+)
 from mailmux.mime import parse_mime, render_mime
 
 # --- render_mime --------------------------------------------------------------------------
@@ -190,6 +197,27 @@ def test_parse_mime_envelope_is_authoritative() -> None:
     message = parse_mime(SUBMITTED, now=NOW, envelope_to=envelope)
     assert message.to == (Address("alice@example.com"),)  # team@ was not in the envelope
     assert message.bcc == (Address("carol@example.com"),)
+
+
+def test_parse_mime_reads_and_strips_x_mailmux_tags() -> None:
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\n"
+        b"X-Mailmux-Tags: orders, , receipts\r\nX-Mailmux-Tags: orders,\r\n eu\r\n"
+        b"\r\nhi\r\n"
+    )
+    message = parse_mime(raw)
+    assert message.tags == ("orders", "receipts", "eu")  # in order, once each
+    assert message.raw_mime == b"From: a@example.com\r\nTo: b@example.com\r\n\r\nhi\r\n"
+    assert "X-Mailmux-Tags" not in message.headers
+
+
+def test_parse_mime_refuses_header_injection_in_tags() -> None:
+    raw = b"From: a@example.com\r\nTo: b@example.com\r\nX-Mailmux-Tags: =?utf-8?q?a=0Ab?=\r\n\r\n"
+    with pytest.raises(InvalidMessage) as caught:
+        parse_mime(raw)
+    assert [(e.path, e.code) for e in caught.value.errors] == [
+        ("X-Mailmux-Tags[0]", "header_injection")
+    ]
 
 
 def test_parse_mime_keeps_the_submitted_bytes_when_nothing_is_private() -> None:

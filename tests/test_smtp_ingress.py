@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import smtplib
 import sqlite3
@@ -30,6 +31,7 @@ from smtp_kit import (
     tls_settings,
 )
 
+from mailmux.ingress.smtp_auth import FailureLimiter, TrustedPeers
 from mailmux.spool.base import Event, MessageRecord, MessageState
 
 SUBMITTED = (
@@ -414,3 +416,27 @@ async def test_recipients_are_judged_one_by_one(tmp_path: Path) -> None:
             await client.close()
         [relayed] = mm.received("relay")
         assert sorted(relayed["rcpt_to"]) == ["a@example.org", "b@example.org"]
+
+
+# -- the pieces ---------------------------------------------------------------------------
+
+
+def test_failures_are_counted_per_peer_over_a_minute() -> None:
+    now = [1000.0]
+    limiter = FailureLimiter(2, clock=lambda: now[0])
+
+    limiter.failed("192.0.2.1")
+    limiter.failed("192.0.2.1")
+
+    assert limiter.blocked("192.0.2.1") and not limiter.blocked("192.0.2.2")
+    now[0] += 30
+    assert limiter.blocked("192.0.2.1")
+    now[0] += 31  # the first failure is over a minute old
+    assert not limiter.blocked("192.0.2.1")
+
+
+def test_trusted_peers_take_addresses_networks_and_mapped_v4() -> None:
+    trusted = TrustedPeers([ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1")])
+
+    assert "127.0.0.2" in trusted and "::1" in trusted and "::ffff:127.0.0.1" in trusted
+    assert "10.0.0.1" not in trusted and "" not in trusted and "fe80::1%eth0" not in trusted
