@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from smtp_kit import CLIENT_KEY, CLIENT_NAME, Mailmux, RawClient, mailmux
 
+from mailmux.spool.base import MessageState
+
 MESSAGE = b"From: shop@example.com\r\nTo: ana@example.org\r\nSubject: Hello\r\n\r\nHello.\r\n"
 LIMIT = 64 * 1024  # max_message_bytes in these tests
 
@@ -181,3 +183,41 @@ async def test_a_client_resetting_mid_data_leaves_nothing(mm: Mailmux) -> None:
     client.writer.transport.abort()  # a TCP reset, not an orderly close
     await asyncio.sleep(0.2)
     await nothing_left(mm)
+
+
+async def test_a_client_leaving_after_the_final_dot_still_gets_its_message_sent(
+    mm: Mailmux,
+) -> None:
+    """Once the final dot arrived the message is mailmux's: a delivery under way finishes
+    (and is recorded) even if the client does not wait for the reply."""
+    mm.set_faults("relay", {"latency_ms": 300})
+    client = await begin_data(mm)
+    await client.send(MESSAGE + b".\r\n")
+    await asyncio.sleep(0.1)  # the delivery has begun
+    client.writer.transport.abort()
+
+    await mm.wait_for("relay", 1)
+    await asyncio.sleep(0.2)
+    counts = await mm.app.store.count_by_state()
+    assert mm.total_received() == 1 and counts.get(MessageState.SENT) == 1
+
+
+async def test_stopping_lets_a_delivery_under_way_reply_first(mm: Mailmux) -> None:
+    mm.set_faults("relay", {"latency_ms": 300})
+    client = await begin_data(mm)
+    other = await authenticated(mm)
+    try:
+        await client.send(MESSAGE + b".\r\n")
+        await asyncio.sleep(0.1)
+        smtp = mm.app._smtp  # the SMTP server alone: the App stops when the fixture ends
+        assert smtp is not None
+        stopping = asyncio.create_task(smtp.stop())
+        await asyncio.sleep(0.05)
+        assert (await other.command("MAIL FROM:<shop@example.com>")).startswith("421 4.3.2")
+        assert (await client.reply()).startswith("250 2.0.0 Ok: queued as ")
+        await asyncio.wait_for(stopping, 5)
+        assert await client.reply() == ""  # then the session is closed
+    finally:
+        await client.close()
+        await other.close()
+    assert mm.total_received() == 1
