@@ -221,3 +221,33 @@ async def test_stopping_lets_a_delivery_under_way_reply_first(mm: Mailmux) -> No
         await client.close()
         await other.close()
     assert mm.total_received() == 1
+
+
+async def test_a_connection_beyond_max_connections_is_told_421_and_closed(
+    tmp_path: Path,
+) -> None:
+    async with mailmux(
+        tmp_path,
+        {"relay": "smtp"},
+        smtp={"allow_unauthenticated": []},
+        limits={"max_connections": 2},
+    ) as capped:
+        first, second = await RawClient.open(capped.port), await RawClient.open(capped.port)
+        try:
+            for client in (first, second):
+                assert (await client.command("EHLO client.test")).startswith("250")
+            reader, writer = await asyncio.open_connection("127.0.0.1", capped.port)
+            try:
+                async with asyncio.timeout(5):
+                    assert (await reader.readline()).startswith(b"421 4.7.0")
+                    assert await reader.read() == b""  # and closed, with no greeting
+            finally:
+                writer.close()
+        finally:
+            await first.close()
+        fourth = await RawClient.open(capped.port)  # a place is free again
+        try:
+            assert (await fourth.command("EHLO client.test")).startswith("250")
+        finally:
+            await fourth.close()
+            await second.close()

@@ -191,6 +191,7 @@ class App:
                 keys=ctx.keys,
                 timeout=max(lim.idle_timeout, lim.body_timeout),
                 grace=longest * len(self.vendors) + 1.0,
+                max_connections=lim.max_connections,
             ),
             self.deliverer.submit,
             clock=ctx.clock,

@@ -40,6 +40,8 @@ EXPIRED = "554 5.4.7 Message {} expired: its deadline passed before any vendor t
 UNAVAILABLE = "451 4.3.0 Cannot accept the message now, try again later"
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+#: A new connection beyond `limits.max_connections`, which is closed at once.
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 
 _MAX_DETAIL = 400
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailmux.config_smtp import SmtpConfig
 from mailmux.config_values import split_listen
+from mailmux.ingress import smtp_replies as reply
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.smtp import SubmissionHandler, SubmissionRules, Submit
 from mailmux.ingress.smtp_auth import Authenticator, FailureLimiter, TrustedPeers
@@ -43,20 +44,42 @@ class SmtpSettings:
     timeout: float
     #: How long a stop waits for deliveries under way.
     grace: float
+    #: Open SMTP sessions at most (`limits.max_connections`); one more is told 421 and closed.
+    max_connections: int = 4096
 
 
 class Session(SMTP):
-    """One SMTP connection; the server keeps the live ones to close them when it stops."""
+    """One SMTP connection; the server keeps the live ones to close them when it stops.
 
-    def __init__(self, live: set[Session], handler: SubmissionHandler, **kwargs: Any) -> None:
+    Beyond `max_connections` open sessions a new connection is answered 421 and
+    closed at once, so a flood of idle connections cannot take every file the
+    process may open (SMTP clients retry a 421 later).
+    """
+
+    def __init__(
+        self,
+        live: set[Session],
+        handler: SubmissionHandler,
+        max_connections: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._live = live
+        self._max_connections = max_connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # again after STARTTLS, with the TLS transport
+        first = self not in self._live  # it is made again after STARTTLS, over TLS
+        if first and len(self._live) >= self._max_connections:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{reply.TOO_MANY_CONNECTIONS}\r\n".encode())
+            transport.close()
+            return
+        super().connection_made(transport)
         self._live.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self not in self._live:  # refused in connection_made: aiosmtpd never started
+            return
         self._live.discard(self)
         super().connection_lost(error)
 
@@ -134,6 +157,7 @@ class SmtpServer:
         return Session(
             self._live,
             self.handler,
+            self._settings.max_connections,
             data_size_limit=self._settings.limits.max_message_bytes,
             enable_SMTPUTF8=True,
             hostname=hostname,
