@@ -303,6 +303,7 @@ async def test_starttls_not_offered_sends_nothing(relay: SmtpEmulator, tmp_path:
         (("--smtp", "nohost", "--to", "a@b.example"), "--smtp: must be host:port"),
         (("--smtp", "--to", "a@b.example"), "--smtp: give HOST:PORT, set MAILMUX_SMTP"),
         (("--smtp", "127.0.0.1:1", "--to", "nobody"), "--to: not an email address: 'nobody'"),
+        (("--smtp", "127.0.0.1:1", "--to", "a@b.example", "--cc", "x@@y"), "--cc: not an email"),
         (
             ("--smtp", "127.0.0.1:1", "--to", "a@b.example", "--subject", "x\nBcc: c@d.example"),
             "Header values may not contain linefeed",

@@ -106,8 +106,6 @@ def build_message(draft: Draft) -> tuple[EmailMessage, str, list[str]]:
         for option, values in (("--to", draft.to), ("--cc", draft.cc), ("--bcc", draft.bcc))
         for a in _mailboxes(option, values)
     ]
-    if not recipients:
-        raise UsageError("--to: no recipient address given")
     message = EmailMessage(policy=SMTP)
     try:  # the policy refuses CR and LF in a header value: no header injection from here
         message["From"] = draft.sender
@@ -133,14 +131,15 @@ def build_message(draft: Draft) -> tuple[EmailMessage, str, list[str]]:
 
 
 def _mailboxes(option: str, values: Sequence[str]) -> tuple[Address, ...]:
-    """The addresses in `values`, parsed as an address header would be; every one complete."""
-    if not values:
-        return ()
-    found: tuple[Address, ...] = SMTP.header_factory("To", ", ".join(values)).addresses
-    for address in found:
-        if not address.username or not address.domain:
-            raise UsageError(f"{option}: not an email address: {address.addr_spec!r}")
-    return found
+    """The addresses in `values` (each may list several), parsed as an address header
+    would be; every one complete, or UsageError naming the value as given."""
+    found: list[Address] = []
+    for value in values:
+        addresses: tuple[Address, ...] = SMTP.header_factory("To", value).addresses
+        if not addresses or any(not a.username or not a.domain for a in addresses):
+            raise UsageError(f"{option}: not an email address: {value!r}")
+        found.extend(addresses)
+    return tuple(found)
 
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:
