@@ -175,7 +175,9 @@ async def send(draft: Draft, connection: Connection) -> Sent:
     except aiosmtplib.SMTPResponseException as err:
         again = " (temporary: try again later)" if 400 <= err.code < 500 else ""
         raise Refused(f"not accepted: {_reply(err.code, err.message)}{again}") from None
-    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, OSError) as err:
+    except aiosmtplib.SMTPServerDisconnected as err:
+        raise Refused(f"{connection.where} closed the session: {_one_line(err)}") from None
+    except OSError as err:  # refused or timed-out connection, TLS handshake, certificate
         raise Refused(f"cannot reach mailmux at {connection.where}: {_one_line(err)}") from None
     except aiosmtplib.SMTPException as err:  # STARTTLS or AUTH not offered, disconnected
         raise Refused(f"{connection.where}: {_one_line(err)}") from None
