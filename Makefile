@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test bench bench-large bench-shaped lint clean
+.PHONY: serve test bench bench-large bench-shaped bench-smtp lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-large: $(STAMP)
 
 bench-shaped: $(STAMP)
 	$(BIN)/python benchmarks/shaped.py
+
+bench-smtp: $(STAMP)
+	$(BIN)/python benchmarks/smtp.py
 
 clean:
 	rm -rf $(VENV)

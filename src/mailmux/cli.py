@@ -23,6 +23,8 @@ import orjson
 from mailmux.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The AUTH user of `send --smtp` without --user: a key from `api_keys` is taken with any name.
+DEFAULT_SMTP_USER = "mailmux"
 
 
 class CliError(Exception):
@@ -104,6 +106,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    if args.smtp is not None:
+        return _send_smtp(args)
+    tls_options = [o for o, v in (("--starttls", args.starttls), ("--tls", args.tls)) if v]
+    tls_options += [o for o, v in (("--user", args.user), ("--cafile", args.cafile)) if v]
+    if tls_options:
+        return _usage(f"{', '.join(tls_options)}: only with --smtp")
     body: dict[str, Any] = {"from": args.sender, "to": args.to, "subject": args.subject}
     for field, value in (("cc", args.cc), ("bcc", args.bcc)):
         if value:
@@ -132,6 +140,59 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"{state}: {reply.get('reason', '')}; id {reply['id']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _configured_smtp() -> str | None:
+    """`smtp.listen` of the configuration `serve` would load, if it sets one."""
+    try:
+        config = load_config(None)
+    except ConfigError:
+        return None
+    # getattr: the `smtp` section belongs to the SMTP server (issue 8), not to this command.
+    listen = getattr(getattr(config, "smtp", None), "listen", None)
+    return listen if isinstance(listen, str) else None
+
+
+def _send_smtp(args: argparse.Namespace) -> int:
+    """`send --smtp`: the message over SMTP submission; the server's final reply, one line."""
+    from mailmux import cli_smtp
+
+    if args.idempotency_key:
+        return _usage("--idempotency-key: SMTP has no idempotency key; use the HTTP API")
+    target = args.smtp or os.environ.get("MAILMUX_SMTP") or _configured_smtp()
+    if not target:
+        return _usage("--smtp: give HOST:PORT, set MAILMUX_SMTP, or configure smtp.listen")
+    draft = cli_smtp.Draft(
+        args.sender,
+        args.to,
+        args.cc or (),
+        args.bcc or (),
+        args.subject,
+        args.text,
+        args.html,
+        args.traffic_class,
+        args.deadline,
+    )
+    try:
+        host, port = cli_smtp.parse_target(target)
+        tls = "implicit" if args.tls else "starttls" if args.starttls else "none"
+        user = args.user or DEFAULT_SMTP_USER
+        connection = cli_smtp.Connection(host, port, tls, user, args.api_key, args.cafile)
+        sent = asyncio.run(cli_smtp.send(draft, connection))
+    except cli_smtp.UsageError as err:
+        return _usage(str(err))
+    except cli_smtp.Refused as err:
+        raise CliError(str(err)) from err
+    print(sent.reply)
+    if sent.refused:
+        each = "; ".join(f"{address}: {reply}" for address, reply in sent.refused.items())
+        print(f"mailmux: accepted without these recipients: {each}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _usage(message: str) -> int:
+    print(f"mailmux: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -210,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--api-key",
             default=os.environ.get("MAILMUX_API_KEY"),
-            help="bearer key (env MAILMUX_API_KEY)",
+            help="bearer key; for send --smtp the AUTH password (env MAILMUX_API_KEY)",
         )
 
     send = sub.add_parser("send", help="send one message and print where it went")
@@ -225,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--class", dest="traffic_class")
     send.add_argument("--deadline", type=float, help="seconds from now")
     send.add_argument("--idempotency-key")
+    smtp = send.add_argument_group("over SMTP submission instead of the HTTP API")
+    smtp.add_argument(
+        "--smtp",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="send over SMTP (default address: env MAILMUX_SMTP, else the configured smtp.listen)",
+    )
+    tls = smtp.add_mutually_exclusive_group()
+    tls.add_argument("--starttls", action="store_true", help="STARTTLS before AUTH and MAIL")
+    tls.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
+    smtp.add_argument(
+        "--user", help=f"AUTH user name: a client's name (default {DEFAULT_SMTP_USER!r})"
+    )
+    smtp.add_argument("--cafile", help="PEM certificate(s) to trust instead of the system's")
     send.set_defaults(func=cmd_send)
 
     status = sub.add_parser("status", help="vendors with weight, health, success rate, latency")
