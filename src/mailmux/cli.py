@@ -148,9 +148,7 @@ def _configured_smtp() -> str | None:
         config = load_config(None)
     except ConfigError:
         return None
-    # getattr: the `smtp` section belongs to the SMTP server (issue 8), not to this command.
-    listen = getattr(getattr(config, "smtp", None), "listen", None)
-    return listen if isinstance(listen, str) else None
+    return config.smtp.listen
 
 
 def _send_smtp(args: argparse.Namespace) -> int:

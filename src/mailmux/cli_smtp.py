@@ -27,7 +27,7 @@ from email.utils import format_datetime, make_msgid
 import aiosmtplib
 
 from mailmux.addresses import ascii_domain
-from mailmux.config import split_listen
+from mailmux.config_values import split_listen
 from mailmux.message import CLASS_HEADER, DEADLINE_HEADER
 
 #: The only final reply to DATA that means "accepted" (aiosmtplib raises on any other).
