@@ -297,3 +297,18 @@ def test_parse_mime_size_limits() -> None:
         ("to", "too_many_recipients"),
         ("attachments[0].content", "too_large"),
     ]
+
+
+def test_remembered_headers_are_bounded_and_exact() -> None:
+    from mailmux.mime import _REMEMBERED, _RememberingRegistry
+
+    registry = _RememberingRegistry()
+    first = registry("Content-Type", "text/plain")
+    assert registry("Content-Type", "text/plain") is first  # parsed once
+    lower = registry("content-type", "text/plain")
+    assert lower is not first and lower.name == "content-type"  # named as the message does
+    long_value = "x" * 1000
+    assert registry("Subject", long_value) is not registry("Subject", long_value)  # not kept
+    for n in range(_REMEMBERED * 2):
+        registry("X-N", str(n))
+    assert len(registry._seen) <= _REMEMBERED
