@@ -30,6 +30,15 @@ from mailmux.message import MessageLimits
 
 log = logging.getLogger("mailmux.smtp")
 
+
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    """aiosmtpd 1.4 warns "Session.login_data is deprecated" on every successful AUTH,
+    from its own code: a warning per message that says nothing to an operator."""
+    return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_notice)
+
 IDENT = "ESMTP mailmux"
 
 
