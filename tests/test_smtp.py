@@ -7,18 +7,15 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from tls_kit import Certificate, make_certificate
 from vendor_kit import MESSAGE_ID
 
 from mailmux.emulator import Faults, SmtpEmulator
@@ -80,66 +77,10 @@ def plain_message(*to: str) -> Message:
 # -- certificates made by the test -------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     """A self-signed certificate for 127.0.0.1 and localhost."""
-    directory = tmp_path_factory.mktemp("tls")
-    made = Certificate(directory / "cert.pem", directory / "key.pem")
-    try:
-        _write_with_cryptography(made)
-    except ImportError:
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            pytest.skip("no `cryptography` package and no `openssl` to make a test certificate")
-        subprocess.run(
-            [
-                *(openssl, "req", "-x509", "-newkey", "ec", "-nodes", "-days", "1"),
-                *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj", "/CN=localhost"),
-                *("-keyout", str(made.key), "-out", str(made.cert)),
-                *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return made
-
-
-def _write_with_cryptography(made: Certificate) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    made.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    made.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,13 @@ from smtp_kit import (
     CLIENT_KEY,
     CLIENT_NAME,
     SIGNED,
-    Certificate,
     Mailmux,
     RawClient,
     in_thread,
     mailmux,
-    make_certificate,
     tls_settings,
 )
+from tls_kit import Certificate, make_certificate
 
 from mailmux.ingress.smtp_auth import FailureLimiter, TrustedPeers
 from mailmux.spool.base import Event, MessageRecord, MessageState

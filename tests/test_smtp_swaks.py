@@ -19,11 +19,10 @@ from smtp_kit import (
     CLIENT_NAME,
     SIGNED,
     TIMEOUT,
-    Certificate,
     mailmux,
-    make_certificate,
     tls_settings,
 )
+from tls_kit import Certificate, make_certificate
 
 SWAKS = shutil.which("swaks")
 if SWAKS is None and os.environ.get("CI") != "true":
