@@ -653,8 +653,8 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
     assert errors_of(tmp_path, data) == [
         "retry.lease_second: unknown key (did you mean lease_seconds?)",
         "vendors.primary.wieght: unknown key (did you mean weight?)",
-        "colour: unknown key (known keys: listen, store, node_id, api_keys, clients, ingress, "
-        "smtp, limits, delivery, "
+        "colour: unknown key (known keys: listen, store, node_id, api_keys, admin_keys, clients, "
+        "ingress, smtp, limits, delivery, "
         "health, retry, idempotency, vendors)",
     ]
 
@@ -704,6 +704,7 @@ EXAMPLE = REPO / "mailmux.example.yaml"
 EXAMPLE_ENV = {
     "SENDGRID_API_KEY": "sg-example",
     "API_TOKEN": "t",
+    "ADMIN_TOKEN": "admin-t",
     "BILLING_KEY": "billing-key",
     "MAILGUN_API_KEY": "mg",
     "POSTMARK_SERVER_TOKEN": "pm",
@@ -805,3 +806,12 @@ def test_a_shapes_own_listener_off_loopback_counts_as_exposed(tmp_path: Path) ->
 
     assert config.exposed() == ["ingress.ses.listen: 0.0.0.0:9026"]
     assert not config.client_keys
+
+
+def test_admin_keys_are_listed_and_never_a_client_key(tmp_path: Path) -> None:
+    data = changed("admin_keys", ["adm-1", "shared"], changed("api_keys", ["shared"]))
+    assert errors_of(tmp_path, data) == [
+        "admin_keys[1]: the same key as api_keys[0]: a key must name one client"
+    ]
+    config = load_config(write(tmp_path, VALID), env={"MAILMUX_ADMIN_KEYS": "adm-1,adm-2"})
+    assert config.admin_keys == ("adm-1", "adm-2")

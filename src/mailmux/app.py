@@ -15,9 +15,11 @@ from aiohttp import web
 from mailmux.backoff import Backoff
 from mailmux.config import Config
 from mailmux.config_values import split_listen
+from mailmux.control import Control
 from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
+from mailmux.ingress.admin import AdminApi, AdminContext
 from mailmux.ingress.api import ApiContext
 from mailmux.ingress.apps import build_api_app, build_shape_app
 from mailmux.ingress.clients import ClientKeys
@@ -100,6 +102,7 @@ class App:
             ),
             owner=config.node_id,
         )
+        self.control = Control(self.routes, self.store, self._route, time.time)
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         #: Shapes with a listener of their own, each with its runner and listener.
@@ -117,6 +120,23 @@ class App:
         kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
         counts = await self.store.count_by_state()
         return build_status(self.routes, kinds, self.health, counts, self.deliverer.last_errors)
+
+    def _route(self, routes: tuple[Route, ...]) -> None:
+        """Overrides changed: the next message is planned over `routes` (one assignment)."""
+        self.routes = routes
+        self.deliverer.routes = routes
+
+    def _admin(self, ctx: ApiContext) -> AdminApi:
+        return AdminApi(
+            AdminContext(
+                control=self.control,
+                status=self.status,
+                admin_keys=self.config.admin_keys,
+                client_keys=ctx.keys,
+                loopback=self.config.is_loopback,
+                clock=ctx.clock,
+            )
+        )
 
     def _context(self) -> ApiContext:
         lim = self.config.limits
@@ -139,11 +159,14 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.control.load()
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         ctx = self._context()
         lim = self.config.limits
         shapes = self.config.ingress.enabled()
-        main = build_api_app(ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes])
+        main = build_api_app(
+            ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes], self._admin(ctx)
+        )
         self._runner = web.AppRunner(main, access_log=None, handle_signals=False)
         await self._runner.setup()
         files = fit_file_limit(lim.max_connections)
@@ -217,6 +240,7 @@ class App:
             self._retrier_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier_task
+        self.control.close()
         for vendor in self.vendors.values():
             await vendor.close()
         await self.store.close()
@@ -248,6 +272,8 @@ async def serve(app: App) -> None:
             " (loopback only)",
             config.listen_host,
         )
+    if not config.admin_keys and not config.is_loopback:
+        log.warning("no admin_keys configured: the admin API answers 403 off loopback")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

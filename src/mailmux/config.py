@@ -431,6 +431,7 @@ class Config(_Section):
     store: str = Field(default="sqlite:///mailmux.db", repr=False)  # may hold a password
     node_id: Text = Field(default_factory=socket.gethostname)  # names this node's leases
     api_keys: tuple[Text, ...] = Field(default=(), repr=False)
+    admin_keys: tuple[Text, ...] = Field(default=(), repr=False)  # the admin API's keys
     clients: Mapping[ClientName, ClientConfig] = Field(default_factory=dict)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
@@ -460,7 +461,7 @@ class Config(_Section):
             raise ValueError(f"must be sqlite:///path or postgresql://... (got {scheme!r}...)")
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
         """An override arrives as one string: MAILMUX_API_KEYS=token1,token2."""
@@ -473,7 +474,12 @@ class Config(_Section):
         seen: dict[str, str] = {}
         problems = []
         named = [(f"clients.{n}.key", c.key) for n, c in self.clients.items()]
-        for path, key in [*named, *((f"api_keys[{i}]", k) for i, k in enumerate(self.api_keys))]:
+        listed = [
+            (f"{field}[{i}]", k)
+            for field in ("api_keys", "admin_keys")
+            for i, k in enumerate(getattr(self, field))
+        ]
+        for path, key in [*named, *listed]:
             first = seen.setdefault(key, path)
             if first != path:
                 problems.append((path, f"the same key as {first}: a key must name one client"))

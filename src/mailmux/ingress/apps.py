@@ -6,17 +6,23 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from mailmux.ingress.admin import AdminApi
 from mailmux.ingress.api import Api, ApiContext
 from mailmux.ingress.shaped import ShapedIngress
 from mailmux.vendors.inbound import Shape
 
 
 def build_api_app(
-    ctx: ApiContext, max_request_bytes: int, shapes: Sequence[Shape] = ()
+    ctx: ApiContext,
+    max_request_bytes: int,
+    shapes: Sequence[Shape] = (),
+    admin: AdminApi | None = None,
 ) -> web.Application:
-    """The main listener's app: the native API and the ESP-shaped APIs that are on."""
+    """The main listener's app: the native API, the ESP-shaped APIs that are on, the admin API."""
     app = web.Application(client_max_size=max_request_bytes)
     app.add_routes(Api(ctx, max_request_bytes, shapes).routes())
+    if admin is not None:
+        app.add_routes(admin.routes())
     for shape in shapes:
         app.add_routes(ShapedIngress(shape, ctx, max_request_bytes).routes())
     return app

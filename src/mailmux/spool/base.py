@@ -92,6 +92,23 @@ class Leased:
     in_doubt: InDoubt | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One operator change (an override set, restored or expired), kept for `mailmux audit`.
+
+    Plain data, so any store keeps it as columns and JSON: `what` is the new
+    overrides (`Override.to_json()`), `previous` the ones it replaced or removed.
+    """
+
+    at: float
+    who: str  # the admin key's name, "anonymous" (loopback, no admin keys) or "mailmux"
+    action: str  # weights | drain | pin | restore | expire
+    reason: str = ""
+    what: Sequence[Mapping[str, Any]] = ()
+    previous: Sequence[Mapping[str, Any]] = ()
+    id: int | None = None  # given by the store, in the order events were appended
+
+
 class IdempotencyConflict(KeyError):
     """Another message already holds this idempotency key within the retention window."""
 
@@ -169,6 +186,27 @@ class Store(ABC):
     @abstractmethod
     async def count_by_state(self) -> dict[MessageState, int]:
         """How many messages are in each state (for status and metrics)."""
+
+    @abstractmethod
+    async def save_overrides(
+        self,
+        overrides: Mapping[str, Mapping[str, Any]],
+        *,
+        remove: Sequence[str] = (),
+        audit: AuditEvent,
+    ) -> None:
+        """Durably upsert `overrides` (key → `Override.to_json()`), delete those under the
+        keys in `remove`, and append `audit`, in one transaction: an override never
+        changes without its audit event. Overrides are opaque JSON to the store.
+        """
+
+    @abstractmethod
+    async def list_overrides(self) -> dict[str, dict[str, Any]]:
+        """Every stored override, key → its JSON, in the order they were first saved."""
+
+    @abstractmethod
+    async def list_audit(self, *, limit: int) -> list[AuditEvent]:
+        """The latest `limit` audit events, oldest first."""
 
     @abstractmethod
     async def flush(self) -> None:

@@ -97,6 +97,7 @@ import orjson
 
 from mailmux.spool.base import (
     TERMINAL_STATES,
+    AuditEvent,
     Event,
     EventKind,
     IdempotencyConflict,
@@ -158,6 +159,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE messages ADD COLUMN in_doubt_vendor TEXT",
         "ALTER TABLE messages ADD COLUMN in_doubt_at REAL",
     ),
+    (
+        # Runtime overrides, key -> opaque JSON (mailmux.overrides.Override), and the audit
+        # trail of every change to them. Rows are plain data so another node can read them.
+        """CREATE TABLE overrides (
+            key TEXT PRIMARY KEY,
+            data TEXT NOT NULL,
+            saved_at REAL NOT NULL
+        )""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            what TEXT NOT NULL,
+            previous TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -194,6 +213,16 @@ _SELECT_EVENTS = (
 )
 _SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM messages WHERE idempotency_key = ? AND created_at >= ?"
 _COUNT = "SELECT state, count(*) FROM messages GROUP BY state"
+# An upsert keeps the row's first saved_at, so the listing order stays stable.
+_SAVE_OVERRIDE = """INSERT INTO overrides (key, data, saved_at) VALUES (?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET data = excluded.data"""
+_DELETE_OVERRIDE = "DELETE FROM overrides WHERE key = ?"
+_SELECT_OVERRIDES = "SELECT key, data FROM overrides ORDER BY saved_at, key"
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, who, action, reason, what, previous) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SELECT_AUDIT = """SELECT id, at, who, action, reason, what, previous FROM
+    (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id"""
 
 _STATES = {state.value: state for state in MessageState}
 _KINDS = {kind.value: kind for kind in EventKind}
@@ -529,6 +558,34 @@ class SqliteStore(Store):
             counts[_STATES[state]] = n
         return counts
 
+    async def save_overrides(
+        self,
+        overrides: Mapping[str, Mapping[str, Any]],
+        *,
+        remove: Sequence[str] = (),
+        audit: AuditEvent,
+    ) -> None:
+        await self._submit(_save_overrides, overrides, remove, audit)
+
+    async def list_overrides(self) -> dict[str, dict[str, Any]]:
+        rows = self._require().reader.execute(_SELECT_OVERRIDES).fetchall()
+        return {key: orjson.loads(data) for key, data in rows}
+
+    async def list_audit(self, *, limit: int) -> list[AuditEvent]:
+        rows = self._require().reader.execute(_SELECT_AUDIT, (limit,)).fetchall()
+        return [
+            AuditEvent(
+                at=r[1],
+                who=r[2],
+                action=r[3],
+                reason=r[4],
+                what=orjson.loads(r[5]),
+                previous=orjson.loads(r[6]),
+                id=r[0],
+            )
+            for r in rows
+        ]
+
     async def flush(self) -> None:
         await self._submit(_nothing)
 
@@ -788,6 +845,29 @@ def _update(
         raise LeaseLost(record.id)
     if events:
         cur.executemany(_INSERT_EVENT, _event_rows(events))
+
+
+def _save_overrides(
+    cur: sqlite3.Cursor,
+    overrides: Mapping[str, Mapping[str, Any]],
+    remove: Sequence[str],
+    audit: AuditEvent,
+) -> None:
+    cur.executemany(_DELETE_OVERRIDE, [(key,) for key in remove])
+    cur.executemany(
+        _SAVE_OVERRIDE, [(key, _json(data), audit.at) for key, data in overrides.items()]
+    )
+    cur.execute(
+        _INSERT_AUDIT,
+        (
+            audit.at,
+            audit.who,
+            audit.action,
+            audit.reason,
+            orjson.dumps(list(audit.what)).decode(),
+            orjson.dumps(list(audit.previous)).decode(),
+        ),
+    )
 
 
 def _release(cur: sqlite3.Cursor, owner: str) -> int:

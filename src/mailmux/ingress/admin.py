@@ -1,0 +1,171 @@
+"""The admin API under `/admin/v1/`: status, vendors, overrides, audit.
+
+Authentication. With `admin_keys` configured, every admin route needs
+`Authorization: Bearer <admin key>`; a client key (`api_keys`, `clients`) is
+refused with 403, so a service that can send mail cannot move traffic. The
+audit names the caller by the key's place in the config (`admin_keys[0]`),
+never by the key. Without `admin_keys` the admin API answers only when the
+main listener is on loopback (then anyone on the host is an operator, the
+caller is "anonymous"); on any other address every admin route answers 403
+and mailmux still starts, so mail keeps flowing while the operator adds a key.
+
+These routes are off the hot path: plain aiohttp handlers, JSON errors in the
+native API's shape (`ingress/errors.py`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mailmux.control import Control, build_overrides
+from mailmux.ingress.clients import ClientKeys
+from mailmux.ingress.errors import error_response, json_response
+from mailmux.overrides import OverrideRefused, parse_duration, shares
+from mailmux.vendors.inbound import Credential
+
+Handler = Callable[[web.Request, str], Awaitable[web.Response]]
+DEFAULT_AUDIT_LIMIT = 100
+MAX_AUDIT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    """What the admin API needs; built by the app."""
+
+    control: Control
+    status: Callable[[], Awaitable[dict[str, Any]]]
+    admin_keys: Sequence[str]
+    client_keys: ClientKeys
+    loopback: bool  # the main listener is on loopback: no admin key is needed then
+    clock: Callable[[], float]
+
+
+class AdminApi:
+    def __init__(self, ctx: AdminContext) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> list[web.RouteDef]:
+        guard = self._guarded
+        return [
+            web.get("/admin/v1/status", guard(self.get_status)),
+            web.get("/admin/v1/vendors", guard(self.get_vendors)),
+            web.get("/admin/v1/overrides", guard(self.get_overrides)),
+            web.post("/admin/v1/overrides", guard(self.post_override)),
+            web.delete("/admin/v1/overrides/{vendor}", guard(self.delete_override)),
+            web.get("/admin/v1/audit", guard(self.get_audit)),
+        ]
+
+    def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def guarded(request: web.Request) -> web.Response:
+            who = self._who(request)
+            if isinstance(who, web.Response):
+                return who
+            return await handler(request, who)
+
+        return guarded
+
+    def _who(self, request: web.Request) -> str | web.Response:
+        """The caller's name for the audit, or the 401/403 answer."""
+        keys = self.ctx.admin_keys
+        if not keys:
+            if self.ctx.loopback:
+                return "anonymous"
+            return error_response(
+                403,
+                "forbidden",
+                "the admin API needs admin_keys when listen is not a loopback address",
+            )
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            secret = token.encode()
+            for index, key in enumerate(keys):
+                if hmac.compare_digest(secret, key.encode()):
+                    return f"admin_keys[{index}]"
+            if self.ctx.client_keys.required and self.ctx.client_keys.identify(Credential(token)):
+                return error_response(
+                    403, "forbidden", "a client key is not an admin key: use one of admin_keys"
+                )
+        return error_response(
+            401,
+            "unauthorized",
+            "missing or unknown admin key: send 'Authorization: Bearer <admin key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def get_status(self, request: web.Request, who: str) -> web.Response:
+        return json_response(await self.ctx.status())
+
+    async def get_vendors(self, request: web.Request, who: str) -> web.Response:
+        return json_response(await self._vendors())
+
+    async def get_overrides(self, request: web.Request, who: str) -> web.Response:
+        return json_response({"overrides": [o.to_json() for o in self.ctx.control.active()]})
+
+    async def post_override(self, request: web.Request, who: str) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as err:
+            return error_response(400, "invalid_json", f"the body is not JSON: {err}")
+        if not isinstance(body, dict):
+            return error_response(400, "invalid_override", "the body must be a JSON object")
+        control = self.ctx.control
+        try:
+            duration = body.get("for")
+            expires_in = None if duration is None else parse_duration(duration)
+            new = build_overrides(body, now=self.ctx.clock(), who=who, expires_in=expires_in)
+            await control.set(new, who=who, reason=str(body.get("reason") or ""))
+        except OverrideRefused as err:
+            return error_response(422, "override_refused", str(err))
+        return json_response(await self._vendors(), 201)
+
+    async def delete_override(self, request: web.Request, who: str) -> web.Response:
+        reason = request.query.get("reason", "")
+        try:
+            await self.ctx.control.restore(request.match_info["vendor"], who=who, reason=reason)
+        except OverrideRefused as err:
+            return error_response(422, "override_refused", str(err))
+        return json_response(await self._vendors())
+
+    async def get_audit(self, request: web.Request, who: str) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", DEFAULT_AUDIT_LIMIT))
+        except ValueError:
+            return error_response(400, "bad_request", "limit must be an integer")
+        limit = max(1, min(limit, MAX_AUDIT_LIMIT))
+        return json_response({"events": await self.ctx.control.audit(limit)})
+
+    async def _vendors(self) -> dict[str, Any]:
+        """Each vendor: configured and effective weight, its overrides, health, last error."""
+        control = self.ctx.control
+        status = await self.ctx.status()
+        routes = control.routes()
+        share = shares(routes)
+        configured = {r.vendor: r.weight for r in control.config_routes}
+        active = control.active()
+        vendors = []
+        for v in status["vendors"]:
+            name = v["name"]
+            vendors.append(
+                {
+                    "name": name,
+                    "kind": v["kind"],
+                    "configured_weight": configured[name],
+                    "weight": v["weight"],
+                    "share": share.get(name, 0.0),
+                    "fallback": v["fallback"],
+                    "drained": v["drained"],
+                    "overrides": [o.to_json() for o in active if o.vendor == name],
+                    "state": v["state"],
+                    "ejected_until": v["ejected_until"],
+                    "last_reason": v["last_reason"],
+                    "last_error": v["last_error"],
+                }
+            )
+        return {"vendors": vendors}
