@@ -1,4 +1,7 @@
-"""The `mailmux` command: serve, send, status, emulate, config check.
+"""The `mailmux` command: serve, send, status, emulate, config check, overrides.
+
+The operator's commands (vendors, weights, drain, restore, pin, audit) live
+in `cli_admin`.
 
 Errors are one line on stderr. Exit codes: 0 success (for `send`: sent or
 queued), 1 the operation failed (message failed or expired, server
@@ -304,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="vendors with weight, health, success rate, latency")
     client(status)
     status.set_defaults(func=cmd_status)
+
+    from mailmux import cli_admin  # it imports this module's request helper
+
+    cli_admin.add_commands(sub)
 
     emulate = sub.add_parser("emulate", help="run a local ESP emulator with fault injection")
     emulate.add_argument("--shape", required=True)

@@ -1,0 +1,194 @@
+"""The operator's commands: `mailmux vendors`, `weights`, `drain`, `restore`, `pin`, `audit`.
+
+Each talks to a running mailmux's admin API (`--url` / `MAILMUX_URL`, key
+`--admin-key` / `MAILMUX_ADMIN_KEY`) and each change prints the effective
+split right after it in one line, so the operator sees where mail goes now
+without a second command. The formatting is pure (`split_line`, `describe`),
+apart from `print`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mailmux.cli import EXIT_OK, CliError, _request
+
+
+def _admin(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    status, answer = _request(f"{args.url}/admin/v1/{path}", args.admin_key, method, body)
+    if status >= 400:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise CliError(f"{error.get('code', status)}: {error.get('message', answer)}")
+    return answer
+
+
+def _clock(at: float, now: float) -> str:
+    """An instant as the operator's wall clock shows it; seconds when it is near."""
+    return time.strftime("%H:%M:%S" if at - now < 120 else "%H:%M", time.localtime(at))
+
+
+def describe(override: Mapping[str, Any]) -> str:
+    """One override in a few words: `drained`, `hard-drained`, `pinned`, `weight 5`."""
+    kind = override["kind"]
+    if kind == "drain":
+        return "hard-drained" if override.get("hard") else "drained"
+    if kind == "pin":
+        return "pinned"
+    return f"weight {override['weight']:g}"
+
+
+def _overrides_note(vendor: Mapping[str, Any], now: float) -> str:
+    notes = []
+    for o in vendor["overrides"]:
+        until = o.get("expires_at")
+        notes.append(describe(o) + ("" if until is None else f", until {_clock(until, now)}"))
+    return "; ".join(notes)
+
+
+def split_line(vendors: Sequence[Mapping[str, Any]], now: float) -> str:
+    """`split: a 0% (drained, until 14:20), b 100%`: first picks while every vendor is up."""
+    parts = []
+    for v in vendors:
+        note = _overrides_note(v, now)
+        parts.append(f"{v['name']} {v['share'] * 100:.0f}%" + (f" ({note})" if note else ""))
+    return "split: " + ", ".join(parts)
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_vendors(args: argparse.Namespace) -> int:
+    vendors = _admin(args, "GET", "vendors")["vendors"]
+    now = time.time()
+    rows = [
+        ("VENDOR", "KIND", "CONFIGURED", "EFFECTIVE", "SHARE", "OVERRIDE", "STATE", "LAST ERROR")
+    ]
+    for v in vendors:
+        rows.append(
+            (
+                v["name"],
+                v["kind"],
+                f"{v['configured_weight']:g}",
+                f"{v['weight']:g}",
+                f"{v['share'] * 100:.0f}%",
+                _overrides_note(v, now) or "-",
+                v["state"] + (f" ({v['last_reason']})" if v["state"] != "healthy" else ""),
+                v["last_error"] or "",
+            )
+        )
+    _print_table(rows)
+    print(split_line(vendors, now))
+    return EXIT_OK
+
+
+def _change(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    if args.reason:
+        body["reason"] = args.reason
+    if args.duration:
+        body["for"] = args.duration
+    answer = _admin(args, "POST", "overrides", body)
+    print(split_line(answer["vendors"], time.time()))
+    return EXIT_OK
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    weights: dict[str, float] = {}
+    for pair in args.pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise CliError(f"{pair!r}: expected NAME=WEIGHT, e.g. a=0 b=100") from None
+        if not sep or not name:
+            raise CliError(f"{pair!r}: expected NAME=WEIGHT, e.g. a=0 b=100")
+    return _change(args, {"kind": "weights", "weights": weights})
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    return _change(args, {"kind": "drain", "vendor": args.vendor, "hard": args.hard})
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    return _change(args, {"kind": "pin", "vendor": args.vendor})
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({"reason": args.reason}) if args.reason else ""
+    vendor = urllib.parse.quote(args.vendor, safe="")
+    answer = _admin(args, "DELETE", f"overrides/{vendor}" + (f"?{query}" if query else ""))
+    print(split_line(answer["vendors"], time.time()))
+    return EXIT_OK
+
+
+def _audit_what(event: Mapping[str, Any], field: str) -> str:
+    items = event[field]
+    return ", ".join(f"{o['vendor']} {describe(o)}" if "kind" in o else o["vendor"] for o in items)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    events = _admin(args, "GET", f"audit?limit={args.limit}")["events"]
+    rows = [("AT", "WHO", "ACTION", "WHAT", "PREVIOUS", "REASON")]
+    for e in events:
+        rows.append(
+            (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])),
+                e["who"],
+                e["action"],
+                _audit_what(e, "what") or "-",
+                _audit_what(e, "previous") or "-",
+                e["reason"],
+            )
+        )
+    _print_table(rows)
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    """Register the commands on `mailmux`'s subparsers."""
+
+    def admin(name: str, help_text: str, *, change: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--url", default=None, help="mailmux base URL (env MAILMUX_URL)")
+        p.add_argument(
+            "--admin-key",
+            default=os.environ.get("MAILMUX_ADMIN_KEY"),
+            help="one of admin_keys (env MAILMUX_ADMIN_KEY); none needed on loopback without",
+        )
+        if change:
+            p.add_argument("--reason", default="", help="why, for the audit")
+        return p
+
+    def lasting(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--for", dest="duration", default=None, help="expire after this long: 90s, 15m, 2h"
+        )
+
+    vendors = admin("vendors", "vendors: weights, overrides, health, last error", change=False)
+    vendors.set_defaults(func=cmd_vendors)
+    weights = admin("weights", "override weights: mailmux weights a=0 b=100")
+    weights.add_argument("pairs", nargs="+", metavar="NAME=WEIGHT")
+    lasting(weights)
+    weights.set_defaults(func=cmd_weights)
+    drain = admin("drain", "no first picks for a vendor (still a last-resort fallback)")
+    drain.add_argument("vendor")
+    drain.add_argument("--hard", action="store_true", help="not even as a fallback")
+    lasting(drain)
+    drain.set_defaults(func=cmd_drain)
+    pin = admin("pin", "every first pick to one vendor; the others stay fallbacks")
+    pin.add_argument("vendor")
+    lasting(pin)
+    pin.set_defaults(func=cmd_pin)
+    restore = admin("restore", "remove every override on a vendor")
+    restore.add_argument("vendor")
+    restore.set_defaults(func=cmd_restore)
+    audit = admin("audit", "every override change: who, when, what, why, previous", change=False)
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(func=cmd_audit)
