@@ -76,6 +76,12 @@ write-behind insert cannot raise once it has returned, so if its key turns out
 to be taken at commit time the message (already sent) is stored without the
 key and a warning is logged.
 
+Overrides and the audit trail. `save_overrides` is a durable write like
+`update`: the overrides and their audit event commit in one transaction. The
+store keeps each override as opaque JSON under its key, so the override's
+shape is the overrides module's business, and reads them on the loop like
+`get` (a few rows).
+
 `sqlite://:memory:` is not supported: the read connections could not see a
 private in-memory database; tests use a file in a temporary directory.
 """
