@@ -171,5 +171,13 @@ class Store(ABC):
         """How many messages are in each state (for status and metrics)."""
 
     @abstractmethod
+    async def queue_summary(self) -> tuple[int, float | None]:
+        """How many messages are queued, and the oldest one's `created_at` (None: none).
+
+        Read at every metrics scrape, so it must stay cheap while most rows are
+        sent: it looks at queued rows only, never the whole table.
+        """
+
+    @abstractmethod
     async def flush(self) -> None:
         """Wait until every write-behind record queued so far is on disk."""

@@ -194,6 +194,8 @@ _SELECT_EVENTS = (
 )
 _SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM messages WHERE idempotency_key = ? AND created_at >= ?"
 _COUNT = "SELECT state, count(*) FROM messages GROUP BY state"
+# The `messages_due` index starts with state: only the queued rows are visited.
+_QUEUED = "SELECT count(*), min(created_at) FROM messages WHERE state = 'queued'"
 
 _STATES = {state.value: state for state in MessageState}
 _KINDS = {kind.value: kind for kind in EventKind}
@@ -528,6 +530,14 @@ class SqliteStore(Store):
         for state, n in rows:
             counts[_STATES[state]] = n
         return counts
+
+    async def queue_summary(self) -> tuple[int, float | None]:
+        """Committed queued rows: a spooled message is durable, so it is always committed."""
+        live = self._require()
+        count, oldest = await _off_loop(
+            live.loop, live.scan_thread, lambda: live.scanner.execute(_QUEUED).fetchone()
+        )
+        return int(count), oldest
 
     async def flush(self) -> None:
         await self._submit(_nothing)
