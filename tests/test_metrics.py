@@ -7,7 +7,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from shaped_kit import CLIENT_KEY, Router, router
+from shaped_kit import CLIENT_KEY, CLIENT_NAME, Router, router
+from smtp_kit import Mailmux, in_thread, mailmux
 
 from mailmux.message import DEFAULT_TRAFFIC_CLASS
 
@@ -19,6 +20,9 @@ NATIVE = {
     "subject": "Your code",
     "text": "123456",
 }
+MIME = (
+    b"From: Shop <shop@example.com>\r\nTo: ana@example.org\r\nSubject: Your code\r\n\r\n123456\r\n"
+)
 SENDGRID = {
     "personalizations": [{"to": [{"email": "user@example.net"}]}],
     "from": {"email": "app@shop.example"},
@@ -29,11 +33,11 @@ SENDGRID = {
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-async def scrape(mux: Router) -> Samples:
+async def scrape(mux: Router | Mailmux) -> Samples:
     """Every sample of `/metrics`, by name and labels."""
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{mux.url}/metrics", headers=AUTH) as answer,
+        http.get(f"http://127.0.0.1:{mux.app.port}/metrics", headers=AUTH) as answer,
     ):
         assert answer.status == 200, await answer.text()
         assert answer.content_type == "text/plain"
@@ -82,6 +86,23 @@ async def test_counters_move_as_traffic_flows(tmp_path: Path) -> None:
         assert value(after, "mailmux_vendor_effective_weight", vendor=v) == 1
     assert value(after, "mailmux_spool_depth") == 0
     assert value(after, "mailmux_config_reloads_total", result="ok") == 0
+
+
+async def test_smtp_submissions_are_counted_by_reply_code(tmp_path: Path) -> None:
+    def send(mm: Mailmux) -> int:
+        with mm.client() as client:
+            client.login(CLIENT_NAME, CLIENT_KEY)
+            code, _ = client.mail("shop@example.com")
+            assert code == 250
+            code, _ = client.rcpt("ana@example.org")
+            assert code == 250
+            return int(client.data(MIME)[0])
+
+    async with mailmux(tmp_path, {"esp": "sendgrid"}) as mm:
+        assert await in_thread(send, mm) == 250
+        samples = await scrape(mm)
+
+    assert value(samples, "mailmux_ingress_requests_total", shape="smtp", status="250") == 1
 
 
 async def test_state_gauge_flips_when_a_vendor_goes_down(tmp_path: Path) -> None:
