@@ -285,7 +285,11 @@ class Deliverer:
         result = _Round()
         chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
-            log.warning("every vendor is ejected: routing %s by weight anyway (panic)", message_id)
+            log.warning(
+                "every vendor is ejected: routing %s by weight anyway (panic)",
+                message_id,
+                extra={"message_id": message_id, "event": "panic"},
+            )
         # A vendor left out of the plan (ejected, drained) might carry what the others can't.
         result.carriable = len(chosen.vendors) < len(self.routes)
         for name in chosen.vendors:
@@ -345,19 +349,42 @@ class Deliverer:
         try:
             attempt = await vendor.send(message, timeout, message_id)
         except Exception as err:  # a vendor bug must not lose the message: treat as not sent
-            log.exception("vendor %s raised instead of returning an outcome", name)
+            log.exception(
+                "vendor %s raised instead of returning an outcome", name, extra={"vendor": name}
+            )
             attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")
         latency = self._monotonic() - started
         self.health.record(name, admission, attempt.outcome, latency)
         self.metrics.attempt(name, attempt.outcome, latency)
+        if log.isEnabledFor(logging.DEBUG):  # one line per attempt, formatted only when on
+            log.debug(
+                "attempt %s via %s: %s",
+                message_id,
+                name,
+                attempt.outcome.value,
+                extra={
+                    "message_id": message_id,
+                    "vendor": name,
+                    "outcome": attempt.outcome.value,
+                    "latency_ms": round(latency * 1000, 3),
+                },
+            )
         for event in self.health.take_events():
+            reason = None
             if isinstance(event, Ejected):
                 self.metrics.ejection(event.vendor, event.reason)
-            log.warning("health: %s", event)
+                reason = event.reason.value
+            fields = {"vendor": event.vendor, "event": type(event).__name__, "reason": reason}
+            log.warning("health: %s", event, extra=fields)
         if attempt.outcome in COUNTS_AGAINST_HEALTH:
             self.last_errors[name] = f"{attempt.outcome.value}: {attempt.reason}"
         if attempt.outcome is Outcome.VENDOR_CONFIG:
-            log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
+            log.error(
+                "vendor %s cannot send (check its configuration): %s",
+                name,
+                attempt.reason,
+                extra={"vendor": name, "outcome": attempt.outcome.value},
+            )
         return attempt, latency
 
 
