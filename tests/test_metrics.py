@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +124,28 @@ async def test_state_gauge_flips_when_a_vendor_goes_down(tmp_path: Path) -> None
     assert value(samples, "mailmux_attempts_total", vendor="a", outcome="retriable") >= 5
 
 
-async def test_spool_depth_rises_when_every_vendor_is_down(tmp_path: Path) -> None:
+async def test_spool_depth_rises_when_every_vendor_is_down_and_drains(tmp_path: Path) -> None:
     async with router(tmp_path, {"a": "sendgrid", "b": "mailgun"}) as mux:
         for name in ("a", "b"):
             await mux.faults(name, {"down": True})
         for _ in range(3):
             assert await post(mux, "/v1/messages", NATIVE) == 202
-        samples = await scrape(mux)
+        spooled = await scrape(mux)
+        for name in ("a", "b"):
+            await mux.faults(name, {})
+        for _ in range(100):  # the retrier polls every 50 ms
+            drained = await scrape(mux)
+            if value(drained, "mailmux_spool_depth") == 0:
+                break
+            await asyncio.sleep(0.1)
 
-    assert value(samples, "mailmux_spool_depth") >= 3  # retries keep them queued
-    assert value(samples, "mailmux_spool_oldest_age_seconds") > 0
-    assert value(samples, "mailmux_messages_total", state="queued", **CLASS) == 3
+    assert value(spooled, "mailmux_spool_depth") == 3  # failed retries keep them queued
+    assert value(spooled, "mailmux_spool_oldest_age_seconds") > 0
+    assert value(spooled, "mailmux_messages_total", state="queued", **CLASS) == 3
+    assert value(drained, "mailmux_spool_depth") == 0
+    assert value(drained, "mailmux_spool_oldest_age_seconds") == 0
+    assert value(drained, "mailmux_messages_total", state="sent", **CLASS) == 3  # by retries
+    assert value(drained, "mailmux_messages_total", state="queued", **CLASS) == 3
 
 
 async def test_metrics_ask_for_a_client_key(tmp_path: Path) -> None:
