@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test bench bench-large bench-shaped bench-smtp lint clean
+.PHONY: serve test bench bench-large bench-shaped bench-smtp bench-metrics lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-shaped: $(STAMP)
 
 bench-smtp: $(STAMP)
 	$(BIN)/python benchmarks/smtp.py
+
+bench-metrics: $(STAMP)
+	$(BIN)/python benchmarks/metrics.py
 
 clean:
 	rm -rf $(VENV)

@@ -27,6 +27,7 @@ from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
+from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
@@ -72,6 +73,14 @@ class App:
             ),
         )
         self.routes = routes_from_config(config)
+        self.metrics: Recorder = NO_METRICS
+        if config.metrics.enabled:
+            self.metrics = Metrics(
+                list(self.vendors),
+                list(SHAPES),
+                health=self.health,
+                routes=lambda: self.deliverer.routes,
+            )
         r = config.retry
         self.deliverer = Deliverer(
             vendors=self.vendors,
@@ -90,6 +99,7 @@ class App:
             ),
             backoff=Backoff(base_delay=r.base_delay, max_delay=r.max_delay),
             rng=self.rng,
+            metrics=self.metrics,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -155,6 +165,7 @@ class App:
             status=self.status,
             sandboxes={n: v for n, v in self.vendors.items() if isinstance(v, SandboxVendor)},
             clock=time.time,
+            metrics=self.metrics,
         )
 
     async def start(self) -> None:
@@ -215,6 +226,7 @@ class App:
                 timeout=max(lim.idle_timeout, lim.body_timeout),
                 grace=longest * len(self.vendors) + 1.0,
                 max_connections=lim.max_connections,
+                metrics=ctx.metrics,
             ),
             self.deliverer.submit,
             clock=ctx.clock,

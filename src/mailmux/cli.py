@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sqlite3
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 import orjson
 
 from mailmux.config import Config, ConfigError, load_config
+from mailmux.logs import LOG_FORMATS
+from mailmux.logs import configure as configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The AUTH user of `send --smtp` without --user: a key from `api_keys` is taken with any name.
@@ -265,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run mailmux (embedded default without a config file)")
     serve.add_argument("-c", "--config", help="YAML file (default: ./mailmux.yaml if present)")
     serve.add_argument("--log-level", default=os.environ.get("MAILMUX_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("MAILMUX_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line (env MAILMUX_LOG_FORMAT)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     def client(p: argparse.ArgumentParser) -> None:
@@ -337,10 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "url", "unset") is None:
         args.url = _default_url()
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(getattr(args, "log_level", "WARNING"), getattr(args, "log_format", "text"))
     try:
         code: int = args.func(args)
         return code

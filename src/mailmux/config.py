@@ -320,6 +320,12 @@ class IdempotencySettings(_Section):
     retention_seconds: Seconds = 86400.0
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics at `GET /metrics` on the main listener."""
+
+    enabled: bool = True  # false: no /metrics route and nothing counted on the hot path
+
+
 class VendorConfig(_Section):
     """One ESP account. Rules that depend on `kind` come from VENDOR_KINDS."""
 
@@ -440,6 +446,7 @@ class Config(_Section):
     health: HealthConfig = Field(default_factory=HealthConfig)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
 
     @field_validator("listen", mode="before")

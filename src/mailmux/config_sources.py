@@ -34,7 +34,9 @@ from pydantic_core import ErrorDetails
 ENV_PREFIX = "MAILMUX_"
 ENV_LEVEL_SEPARATOR = "__"
 # MAILMUX_ variables that configure the `mailmux` command itself, not the config file.
-CLI_ENV = frozenset({"MAILMUX_URL", "MAILMUX_SMTP", "MAILMUX_API_KEY", "MAILMUX_LOG_LEVEL"})
+CLI_ENV = frozenset(
+    {"MAILMUX_URL", "MAILMUX_SMTP", "MAILMUX_API_KEY", "MAILMUX_LOG_LEVEL", "MAILMUX_LOG_FORMAT"}
+)
 
 Location = tuple[str | int, ...]  # a location in the config tree: ("vendors", "primary", "weight")
 

@@ -18,8 +18,9 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from mailmux.backoff import Backoff
-from mailmux.health import Admission, Health
+from mailmux.health import Admission, Ejected, Health
 from mailmux.message import Message, from_payload, to_payload
+from mailmux.metrics import NO_METRICS, Recorder
 from mailmux.receipts import Receipt, new_message_id
 from mailmux.routing import RandomSource, Route, plan
 from mailmux.spool.base import (
@@ -97,6 +98,7 @@ class Deliverer:
         rng: RandomSource | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         self.vendors = vendors
         self.routes = tuple(routes)
@@ -107,6 +109,7 @@ class Deliverer:
         self.rng: RandomSource = rng or random.Random()
         self._wall = wall_clock
         self._monotonic = monotonic
+        self.metrics = metrics
         #: Each vendor's latest failure in its own words, for `mailmux status`.
         self.last_errors: dict[str, str] = {}
 
@@ -148,6 +151,7 @@ class Deliverer:
             await self.store.insert(record, events, durable=False)
         else:
             await self.store.insert(record, events, payload=to_payload(message), durable=True)
+        self.metrics.message(verdict.state, message.traffic_class)
         decided = result.decided
         return Receipt.from_record(record, None if decided is None else decided.passed_through)
 
@@ -216,6 +220,8 @@ class Deliverer:
         except LeaseLost:
             log.warning("lease on %s lost while retrying it; another worker has it", record.id)
             return record.state
+        if final.state is not record.state:
+            self.metrics.message(final.state, record.traffic_class)
         return final.state
 
     def _conclude(self, message_id: str, result: _Round, events: list[Event]) -> _Verdict | None:
@@ -279,7 +285,11 @@ class Deliverer:
         result = _Round()
         chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
-            log.warning("every vendor is ejected: routing %s by weight anyway (panic)", message_id)
+            log.warning(
+                "every vendor is ejected: routing %s by weight anyway (panic)",
+                message_id,
+                extra={"message_id": message_id, "event": "panic"},
+            )
         # A vendor left out of the plan (ejected, drained) might carry what the others can't.
         result.carriable = len(chosen.vendors) < len(self.routes)
         for name in chosen.vendors:
@@ -339,16 +349,42 @@ class Deliverer:
         try:
             attempt = await vendor.send(message, timeout, message_id)
         except Exception as err:  # a vendor bug must not lose the message: treat as not sent
-            log.exception("vendor %s raised instead of returning an outcome", name)
+            log.exception(
+                "vendor %s raised instead of returning an outcome", name, extra={"vendor": name}
+            )
             attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")
         latency = self._monotonic() - started
         self.health.record(name, admission, attempt.outcome, latency)
+        self.metrics.attempt(name, attempt.outcome, latency)
+        if log.isEnabledFor(logging.DEBUG):  # one line per attempt, formatted only when on
+            log.debug(
+                "attempt %s via %s: %s",
+                message_id,
+                name,
+                attempt.outcome.value,
+                extra={
+                    "message_id": message_id,
+                    "vendor": name,
+                    "outcome": attempt.outcome.value,
+                    "latency_ms": round(latency * 1000, 3),
+                },
+            )
         for event in self.health.take_events():
-            log.warning("health: %s", event)
+            reason = None
+            if isinstance(event, Ejected):
+                self.metrics.ejection(event.vendor, event.reason)
+                reason = event.reason.value
+            fields = {"vendor": event.vendor, "event": type(event).__name__, "reason": reason}
+            log.warning("health: %s", event, extra=fields)
         if attempt.outcome in COUNTS_AGAINST_HEALTH:
             self.last_errors[name] = f"{attempt.outcome.value}: {attempt.reason}"
         if attempt.outcome is Outcome.VENDOR_CONFIG:
-            log.error("vendor %s cannot send (check its configuration): %s", name, attempt.reason)
+            log.error(
+                "vendor %s cannot send (check its configuration): %s",
+                name,
+                attempt.reason,
+                extra={"vendor": name, "outcome": attempt.outcome.value},
+            )
         return attempt, latency
 
 

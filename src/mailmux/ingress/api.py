@@ -16,14 +16,17 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailmux.delivery import Deliverer
 from mailmux.idempotency import IdempotencyGuard, IdempotencyKeyReused
 from mailmux.ingress.body import BodyTooLarge, read_body
 from mailmux.ingress.clients import Caller, ClientKeys
+from mailmux.ingress.counted import counted
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi import openapi_document
 from mailmux.message import InvalidMessage, MessageLimits
+from mailmux.metrics import NATIVE_SHAPE, NO_METRICS, Metrics, Recorder
 from mailmux.native import parse_native
 from mailmux.receipts import Receipt
 from mailmux.spool.base import Event, EventKind, IdempotencyConflict, MessageState, Store
@@ -57,6 +60,7 @@ class ApiContext:
     status: Callable[[], Awaitable[dict[str, Any]]]
     sandboxes: Mapping[str, SandboxVendor]
     clock: Callable[[], float]
+    metrics: Recorder = NO_METRICS
 
 
 def _receipt_response(receipt: Receipt, replayed: bool) -> web.Response:
@@ -95,11 +99,12 @@ class Api:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/v1/messages", self.post_message),
+            web.post("/v1/messages", counted(self.post_message, self.ctx.metrics, NATIVE_SHAPE)),
             web.get("/v1/messages/{id}", self.get_message),
             web.get("/v1/health", self.get_health),
             web.get("/v1/sandbox/{vendor}/messages", self.get_sandbox),
             web.get("/v1/openapi.json", self.get_openapi),
+            *([web.get("/metrics", self.get_metrics)] if self.ctx.metrics.enabled else []),
         ]
 
     def _caller(self, request: web.Request) -> Caller | None:
@@ -222,6 +227,16 @@ class Api:
         if sandbox is None:
             return error_response(404, "not_found", f"no sandbox vendor named {name!r}")
         return json_response([entry.to_json() for entry in sandbox.entries])
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition; asks for a client key like `/v1/health` does."""
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return denied
+        metrics = self.ctx.metrics
+        assert isinstance(metrics, Metrics)  # the route exists only when metrics are on
+        body = await metrics.scrape(self.ctx.store)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

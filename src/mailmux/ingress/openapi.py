@@ -795,6 +795,20 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "getMetrics",
+                    "summary": "Prometheus metrics, text exposition format"
+                    " (not served with metrics.enabled: false)",
+                    "responses": {
+                        "200": {
+                            "description": "every mailmux_* metric",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _UNAUTHORIZED,
+                    },
+                }
+            },
             "/v1/openapi.json": {
                 "get": {
                     "operationId": "getOpenApi",

@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 from mailmux.idempotency import IdempotencyKeyReused
 from mailmux.ingress.api import ApiContext
 from mailmux.ingress.body import BodyTooLarge, read_body
+from mailmux.ingress.counted import counted
 from mailmux.message import CLASS_HEADER, DEADLINE_HEADER, Checker, Message, recipient_count
 from mailmux.native import valid_idempotency_key
 from mailmux.receipts import Receipt
@@ -83,7 +84,7 @@ class ShapedIngress:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self.handle(endpoint, request)
 
-        return handle
+        return counted(handle, self.ctx.metrics, self.shape.kind)
 
     async def handle(self, endpoint: str, request: web.Request) -> web.StreamResponse:
         shape = self.shape

@@ -34,6 +34,7 @@ from mailmux.ingress import smtp_replies as reply
 from mailmux.ingress.clients import Caller
 from mailmux.ingress.smtp_auth import FailureLimiter, TrustedPeers, peer_address
 from mailmux.message import InvalidMessage, Message, MessageLimits
+from mailmux.metrics import NO_METRICS, SMTP_SHAPE, Recorder
 from mailmux.mime import parse_mime
 from mailmux.receipts import Receipt
 from mailmux.spool.base import MessageState
@@ -91,8 +92,10 @@ class SubmissionHandler:
         rules: SubmissionRules,
         limiter: FailureLimiter,
         clock: Callable[[], float],
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         self._submit = submit
+        self._metrics = metrics
         self._rules = rules
         self._limiter = limiter
         self._clock = clock
@@ -145,6 +148,12 @@ class SubmissionHandler:
         return reply.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """One submission, counted by its reply code like an HTTP request by its status."""
+        answer = await self._data(session, envelope)
+        self._metrics.request(SMTP_SHAPE, int(answer[:3]))
+        return answer
+
+    async def _data(self, session: Session, envelope: Envelope) -> str:
         with self.in_flight.one():
             content = envelope.original_content or b""
             refused = _refused_bytes(content)

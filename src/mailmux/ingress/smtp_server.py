@@ -27,6 +27,7 @@ from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.smtp import SubmissionHandler, SubmissionRules, Submit
 from mailmux.ingress.smtp_auth import Authenticator, FailureLimiter, TrustedPeers
 from mailmux.message import MessageLimits
+from mailmux.metrics import NO_METRICS, Recorder
 
 log = logging.getLogger("mailmux.smtp")
 
@@ -60,6 +61,8 @@ class SmtpSettings:
     grace: float
     #: Open SMTP sessions at most (`limits.max_connections`); one more is told 421 and closed.
     max_connections: int = 4096
+    #: Where each submission's reply code is counted.
+    metrics: Recorder = NO_METRICS
 
 
 class Session(SMTP):
@@ -134,6 +137,7 @@ class SmtpServer:
             ),
             self._limiter,
             clock,
+            settings.metrics,
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._live: set[Session] = set()

@@ -209,5 +209,13 @@ class Store(ABC):
         """The latest `limit` audit events, oldest first."""
 
     @abstractmethod
+    async def queue_summary(self) -> tuple[int, float | None]:
+        """How many messages are queued, and the oldest one's `created_at` (None: none).
+
+        Read at every metrics scrape, so it must stay cheap while most rows are
+        sent: it looks at queued rows only, never the whole table.
+        """
+
+    @abstractmethod
     async def flush(self) -> None:
         """Wait until every write-behind record queued so far is on disk."""

@@ -229,6 +229,8 @@ _INSERT_AUDIT = (
 )
 _SELECT_AUDIT = """SELECT id, at, who, action, reason, what, previous FROM
     (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id"""
+# The `messages_due` index starts with state: only the queued rows are visited.
+_QUEUED = "SELECT count(*), min(created_at) FROM messages WHERE state = 'queued'"
 
 _STATES = {state.value: state for state in MessageState}
 _KINDS = {kind.value: kind for kind in EventKind}
@@ -591,6 +593,13 @@ class SqliteStore(Store):
             )
             for r in rows
         ]
+    async def queue_summary(self) -> tuple[int, float | None]:
+        """Committed queued rows: a spooled message is durable, so it is always committed."""
+        live = self._require()
+        count, oldest = await _off_loop(
+            live.loop, live.scan_thread, lambda: live.scanner.execute(_QUEUED).fetchone()
+        )
+        return int(count), oldest
 
     async def flush(self) -> None:
         await self._submit(_nothing)
