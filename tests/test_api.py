@@ -456,6 +456,7 @@ DOCUMENTED = {
     "/v1/health": {"get"},
     "/v1/sandbox/{vendor}/messages": {"get"},
     "/v1/openapi.json": {"get"},
+    "/metrics": {"get"},
 }
 
 
