@@ -815,3 +815,12 @@ def test_admin_keys_are_listed_and_never_a_client_key(tmp_path: Path) -> None:
     ]
     config = load_config(write(tmp_path, VALID), env={"MAILMUX_ADMIN_KEYS": "adm-1,adm-2"})
     assert config.admin_keys == ("adm-1", "adm-2")
+
+
+def test_a_store_password_never_reaches_the_log_line() -> None:
+    from mailmux.app import shown_store
+
+    assert shown_store("postgresql://mm:s3cret@db.internal:5432/mail") == (
+        "postgresql://mm:***@db.internal:5432/mail"
+    )
+    assert shown_store("sqlite:///mailmux.db") == "sqlite:///mailmux.db"

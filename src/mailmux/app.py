@@ -9,6 +9,7 @@ import random
 import signal
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -258,6 +259,16 @@ class App:
         await self.store.close()
 
 
+def shown_store(url: str) -> str:
+    """The store URL for a log line: a PostgreSQL URL's password is left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def serve(app: App) -> None:
     """Run one node until SIGINT or SIGTERM."""
     config = app.config
@@ -269,7 +280,7 @@ async def serve(app: App) -> None:
         "mailmux listening on http://%s:%s; store %s; vendors: %s",
         config.listen_host,
         app.port,
-        config.store,
+        shown_store(config.store),
         names,
     )
     shapes = ", ".join(config.ingress.enabled()) or "none"

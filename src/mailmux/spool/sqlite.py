@@ -593,6 +593,7 @@ class SqliteStore(Store):
             )
             for r in rows
         ]
+
     async def queue_summary(self) -> tuple[int, float | None]:
         """Committed queued rows: a spooled message is durable, so it is always committed."""
         live = self._require()
