@@ -249,6 +249,14 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailmux.demo import MIN_DURATION, run_demo
+
+    if args.duration < MIN_DURATION:
+        return _usage(f"--duration: at least {MIN_DURATION:g} seconds for the whole story")
+    return run_demo(args.duration)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config: Config = load_config(args.path)
     names = ", ".join(f"{n} ({v.kind}, weight {v.weight:g})" for n, v in config.vendors.items())
@@ -330,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra port for /_emulator/* that stays up while 'down'",
     )
     emulate.set_defaults(func=cmd_emulate)
+
+    demo = sub.add_parser("demo", help="a failover drill against two emulated ESPs, live")
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds (default 40)")
+    demo.set_defaults(func=cmd_demo)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
