@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +26,8 @@ from bench import STARTUP_TIMEOUT, _free_port, _post, progress
 from generators import Generators, Request, find_wrk
 from loadgen import LoadResult
 from processes import Child, ChildFailed, Children, choose_cores
-from run import _python, _raise_file_limit
+from run import _python
+from runner import run_bench
 from workload import API_KEY, mailmux_config, native_body
 
 CONNECTIONS = 64
@@ -149,26 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds, seconds = (2, 4.0) if args.quick else (8, 8.0)
     rounds = args.rounds or rounds
-    _raise_file_limit()
     wrk, how = find_wrk(install=True)
     if wrk is None:
         progress(f"note: {how}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMUX_")}
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="mailmux-bench-metrics-") as tmp,
-            Children(Path(tmp), env) as children,
-        ):
-            bench = MetricsBench(children, Generators(_python(), wrk), Path(tmp))
-            bench.run(rounds, seconds)
-    except ChildFailed as err:
-        print(f"metrics.py: benchmark failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("metrics.py: interrupted; every process it started was stopped", file=sys.stderr)
-        return 130
-    print(_render(bench))
-    return 0
+
+    def measure(children: Children, workdir: Path) -> str:
+        bench = MetricsBench(children, Generators(_python(), wrk), workdir)
+        bench.run(rounds, seconds)
+        return _render(bench)
+
+    return run_bench("metrics", measure)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from bench import STARTUP_TIMEOUT, _free_port, _post, progress
 from generators import Generators, Request, find_wrk
 from loadgen import LoadResult
 from processes import ChildFailed, Children, choose_cores
-from run import _python, _raise_file_limit
+from run import _python
+from runner import run_bench
 from workload import API_KEY, VENDOR_KEY, native_body, sendgrid_body
 
 CONNECTIONS = 64
@@ -213,26 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one short round (~30 s)")
     args = parser.parse_args(argv)
     rounds, seconds = (1, 3.0) if args.quick else (3, 8.0)
-    _raise_file_limit()
     wrk, how = find_wrk(install=True)
     if wrk is None:
         progress(f"note: {how}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMUX_")}
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="mailmux-bench-shaped-") as tmp,
-            Children(Path(tmp), env) as children,
-        ):
-            bench = ShapedBench(children, Generators(_python(), wrk), Path(tmp))
-            pairs = bench.run(rounds, seconds)
-    except ChildFailed as err:
-        print(f"shaped.py: benchmark failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("shaped.py: interrupted; every process it started was stopped", file=sys.stderr)
-        return 130
-    print(_render(bench, pairs))
-    return 0
+
+    def measure(children: Children, workdir: Path) -> str:
+        bench = ShapedBench(children, Generators(_python(), wrk), workdir)
+        return _render(bench, bench.run(rounds, seconds))
+
+    return run_bench("shaped", measure)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -44,7 +42,8 @@ from bench import STARTUP_TIMEOUT, _free_port, _post, progress
 from generators import Generators, Request
 from loadgen import LoadResult
 from processes import Child, ChildFailed, Children, choose_cores
-from run import _python, _raise_file_limit
+from run import _python
+from runner import run_bench
 from workload import API_KEY, mailmux_config, native_body
 
 SESSIONS = 16
@@ -359,23 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one short round (~30 s)")
     args = parser.parse_args(argv)
     rounds, seconds = (1, 3.0) if args.quick else (3, 8.0)
-    _raise_file_limit()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMUX_")}
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="mailmux-bench-smtp-") as tmp,
-            Children(Path(tmp), env) as children,
-        ):
-            bench = SmtpBench(children, _python(), Path(tmp))
-            lanes, spool = bench.run(rounds, seconds)
-    except ChildFailed as err:
-        print(f"smtp.py: benchmark failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("smtp.py: interrupted; every process it started was stopped", file=sys.stderr)
-        return 130
-    print(render(bench, lanes, spool))
-    return 0
+
+    def measure(children: Children, workdir: Path) -> str:
+        bench = SmtpBench(children, _python(), workdir)
+        lanes, spool = bench.run(rounds, seconds)
+        return render(bench, lanes, spool)
+
+    return run_bench("smtp", measure)
 
 
 if __name__ == "__main__":
