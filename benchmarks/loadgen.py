@@ -31,10 +31,10 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -263,13 +263,11 @@ class Pool:
 
 async def open_loop(target: Target, rate: float, duration: float) -> LoadResult:
     """Send at `rate` per second for `duration` seconds; latency counts from each due time."""
-    loop = asyncio.get_running_loop()
     tally = Tally(target.expect)
     pool = Pool(target)
     await pool.fill(32)
     count = max(1, round(rate * duration))
     started = time.perf_counter() + 0.05
-    pending: set[asyncio.Task[None]] = set()
 
     async def one(due: float) -> None:
         connection = await pool.take()
@@ -284,24 +282,7 @@ async def open_loop(target: Target, rate: float, duration: float) -> LoadResult:
         tally.response(status, connection.done_at - due)
         pool.give_back(connection)
 
-    def launch(due: float) -> None:
-        task = loop.create_task(one(due))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    def tick() -> None:
-        """The pacing thread: wake at each due time and hand the request to the loop."""
-        for i in range(count):
-            due = started + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            loop.call_soon_threadsafe(launch, due)
-
-    await asyncio.to_thread(tick)
-    await asyncio.sleep(0)  # let the last launch callbacks run
-    if pending:
-        await asyncio.wait(set(pending), timeout=REQUEST_TIMEOUT + 1)
+    await run_paced(one, started, rate, count)
     duration_s = time.perf_counter() - started
     pool.close()
     return tally.result(duration_s, with_lag=True)
@@ -336,6 +317,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = runner.run(run)
     print(result.to_line(), flush=True)
     return 0
+
+
+async def run_paced(
+    one: Callable[[float], Coroutine[Any, Any, None]], started: float, rate: float, count: int
+) -> None:
+    """Start `one(due)` for each of `count` due times `started + i / rate`, from a pacing
+    thread (time.sleep is µs-precise; the loop's timers are not), then wait for them."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    def launch(due: float) -> None:
+        task = loop.create_task(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def tick() -> None:
+        for i in range(count):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            loop.call_soon_threadsafe(launch, due)
+
+    await asyncio.to_thread(tick)
+    await asyncio.sleep(0)  # let the last launch callbacks run
+    if pending:
+        await asyncio.wait(set(pending), timeout=REQUEST_TIMEOUT + 1)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen import REQUEST_TIMEOUT, LoadResult, Tally
+from loadgen import REQUEST_TIMEOUT, LoadResult, Tally, run_paced
 
 ACCEPTED = 250
 #: Refusals printed in full before the rest are only counted.
@@ -233,14 +233,12 @@ async def closed_loop(plan: Plan, sessions: int, duration: float, count: int | N
 
 async def open_loop(plan: Plan, sessions: int, rate: float, duration: float) -> LoadResult:
     """A message due every 1 / rate seconds, each taking an idle session; latency from due."""
-    loop = asyncio.get_running_loop()
     run = Run()
     idle: asyncio.LifoQueue[Session] = asyncio.LifoQueue()
     for session in await asyncio.gather(*(opened(plan) for _ in range(sessions))):
         idle.put_nowait(session)
     count = max(1, round(rate * duration))
     started = time.perf_counter() + 0.05
-    pending: set[asyncio.Task[None]] = set()
 
     async def one(due: float) -> None:
         session = await idle.get()
@@ -253,24 +251,7 @@ async def open_loop(plan: Plan, sessions: int, rate: float, duration: float) -> 
                 return
         idle.put_nowait(session)
 
-    def launch(due: float) -> None:
-        task = loop.create_task(one(due))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    def tick() -> None:
-        """The pacing thread: wake at each due time and hand the message to the loop."""
-        for i in range(count):
-            due = started + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            loop.call_soon_threadsafe(launch, due)
-
-    await asyncio.to_thread(tick)
-    await asyncio.sleep(0)  # let the last launch callbacks run
-    if pending:
-        await asyncio.wait(set(pending), timeout=REQUEST_TIMEOUT + 1)
+    await run_paced(one, started, rate, count)
     duration_s = time.perf_counter() - started
     while not idle.empty():
         await idle.get_nowait().close()
