@@ -29,6 +29,7 @@ from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
+from mailmux.notices import NoticeBoard
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
@@ -74,6 +75,8 @@ class App:
             ),
         )
         self.routes = routes_from_config(config)
+        #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
+        self.notices = NoticeBoard()
         self.metrics: Recorder = NO_METRICS
         if config.metrics.enabled:
             self.metrics = Metrics(
@@ -101,6 +104,7 @@ class App:
             backoff=Backoff(base_delay=r.base_delay, max_delay=r.max_delay),
             rng=self.rng,
             metrics=self.metrics,
+            notices=self.notices,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -113,7 +117,7 @@ class App:
             ),
             owner=config.node_id,
         )
-        self.control = Control(self.routes, self.store, self._route, time.time)
+        self.control = Control(self.routes, self.store, self._route, time.time, self.notices)
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         #: Shapes with a listener of their own, each with its runner and listener.

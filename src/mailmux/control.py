@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mailmux.notices import Notice, NoticeBoard, NoticeKind
 from mailmux.overrides import (
     Override,
     OverrideKind,
@@ -24,6 +25,7 @@ from mailmux.overrides import (
     effective_routes,
     merged,
     next_expiry,
+    shares,
 )
 from mailmux.routing import Route
 from mailmux.spool.base import AuditEvent, Store
@@ -43,11 +45,13 @@ class Control:
         store: Store,
         apply: Callable[[tuple[Route, ...]], None],
         clock: Callable[[], float],
+        notices: NoticeBoard | None = None,
     ) -> None:
         self.config_routes = tuple(config_routes)
         self._store = store
         self._apply = apply
         self._clock = clock
+        self._notices = notices if notices is not None else NoticeBoard()
         self.overrides: tuple[Override, ...] = ()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -83,7 +87,7 @@ class Control:
             previous=[o.to_json() for o in previous],
         )
         await self._store.save_overrides({o.key: o.to_json() for o in new}, audit=audit)
-        return self._install(after)
+        return self._announce(audit, self._install(after))
 
     async def restore(self, vendor: str, *, who: str, reason: str) -> tuple[Route, ...]:
         """Remove every override on `vendor` (a pin on it, a drain, its weight)."""
@@ -102,7 +106,7 @@ class Control:
             previous=[o.to_json() for o in removed],
         )
         await self._store.save_overrides({}, remove=[o.key for o in removed], audit=audit)
-        return self._install(after)
+        return self._announce(audit, self._install(after))
 
     def routes(self) -> tuple[Route, ...]:
         return effective_routes(self.config_routes, self.overrides, self._clock())
@@ -158,6 +162,33 @@ class Control:
                 previous=[o.to_json() for o in expired],
             )
             await self._store.save_overrides({}, remove=[o.key for o in expired], audit=audit)
+            self._announce(audit, self.routes())
+
+    def _announce(self, audit: AuditEvent, routes: tuple[Route, ...]) -> tuple[Route, ...]:
+        """Publish the change `audit` records, with the split it left."""
+        split = {name: round(share * 100, 1) for name, share in shares(routes).items()}
+        vendors = sorted(
+            {str(o["vendor"]) for o in [*audit.what, *audit.previous] if "vendor" in o}
+        )
+        said = f" ({audit.reason})" if audit.reason else ""
+        self._notices.publish(
+            Notice(
+                audit.at,
+                NoticeKind.OVERRIDE,
+                f"{audit.action} {', '.join(vendors)} by {audit.who}{said}; split "
+                + " ".join(f"{name}={pct:g}%" for name, pct in split.items()),
+                vendors[0] if len(vendors) == 1 else None,
+                {
+                    "action": audit.action,
+                    "who": audit.who,
+                    "reason": audit.reason,
+                    "what": list(audit.what),
+                    "previous": list(audit.previous),
+                    "split": split,
+                },
+            )
+        )
+        return routes
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -18,9 +18,10 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from mailmux.backoff import Backoff
-from mailmux.health import Admission, Ejected, Health
+from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted
 from mailmux.message import Message, from_payload, to_payload
 from mailmux.metrics import NO_METRICS, Recorder
+from mailmux.notices import Notice, NoticeBoard, NoticeKind
 from mailmux.receipts import Receipt, new_message_id
 from mailmux.routing import RandomSource, Route, plan
 from mailmux.spool.base import (
@@ -99,6 +100,7 @@ class Deliverer:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         metrics: Recorder = NO_METRICS,
+        notices: NoticeBoard | None = None,
     ) -> None:
         self.vendors = vendors
         self.routes = tuple(routes)
@@ -110,6 +112,7 @@ class Deliverer:
         self._wall = wall_clock
         self._monotonic = monotonic
         self.metrics = metrics
+        self.notices = notices if notices is not None else NoticeBoard()
         #: Each vendor's latest failure in its own words, for `mailmux status`.
         self.last_errors: dict[str, str] = {}
 
@@ -376,6 +379,7 @@ class Deliverer:
                 reason = event.reason.value
             fields = {"vendor": event.vendor, "event": type(event).__name__, "reason": reason}
             log.warning("health: %s", event, extra=fields)
+            self.notices.publish(_health_notice(event, self._wall(), self._monotonic()))
         if attempt.outcome in COUNTS_AGAINST_HEALTH:
             self.last_errors[name] = f"{attempt.outcome.value}: {attempt.reason}"
         if attempt.outcome is Outcome.VENDOR_CONFIG:
@@ -386,6 +390,28 @@ class Deliverer:
                 extra={"vendor": name, "outcome": attempt.outcome.value},
             )
         return attempt, latency
+
+
+def _health_notice(event: HealthEvent, wall: float, monotonic: float) -> Notice:
+    """The notice for a Health transition (Health's clock is monotonic, a notice's is wall)."""
+    name = event.vendor
+    if isinstance(event, Ejected):
+        seconds = max(0.0, event.until - monotonic)
+        return Notice(
+            wall,
+            NoticeKind.EJECTED,
+            f"{name} ejected ({event.reason.value}): {event.detail}; probe in {seconds:.0f}s",
+            name,
+            {
+                "reason": event.reason.value,
+                "ejections": event.ejections,
+                "probe_at": wall + seconds,
+                "detail": event.detail,
+            },
+        )
+    if isinstance(event, ProbeAdmitted):
+        return Notice(wall, NoticeKind.PROBE, f"{name}: half-open probe let through", name)
+    return Notice(wall, NoticeKind.RECOVERED, f"{name} recovered: traffic fails back", name)
 
 
 def _grouped(reasons: Sequence[tuple[str, str]]) -> str:
