@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -28,6 +29,7 @@ PERMANENT = Outcome.PERMANENT
 RETRIABLE = Outcome.RETRIABLE
 FAST = 0.1
 SLOW = 3.0  # above the default 2 s p90 threshold
+SETTINGS = HealthSettings(consecutive_failures=3)
 
 
 class FakeClock:
@@ -103,12 +105,39 @@ def test_new_vendors_are_healthy_and_admitted(clock: FakeClock) -> None:
     )
 
 
-def test_unknown_vendor_is_a_key_error(clock: FakeClock) -> None:
+def test_a_vendor_not_tracked_is_skipped_and_its_outcomes_ignored(clock: FakeClock) -> None:
     health = make(clock)
-    with pytest.raises(KeyError):
-        health.admit("nobody")
-    with pytest.raises(KeyError):
-        health.record("nobody", NORMAL, ACCEPTED, FAST)
+    assert health.admit("nobody") is None
+    health.record("nobody", NORMAL, ACCEPTED, FAST)
+    assert "nobody" not in health.availability()
+    assert health.take_events() == []
+
+
+def test_reconcile_keeps_history_of_kept_vendors_and_starts_new_ones_fresh(
+    clock: FakeClock,
+) -> None:
+    health = Health(["a", "b", "c"], SETTINGS, clock=clock)
+    for _ in range(SETTINGS.consecutive_failures):
+        health.record("a", NORMAL, RETRIABLE, FAST)
+        health.record("c", NORMAL, RETRIABLE, FAST)
+    health.record("b", NORMAL, ACCEPTED, FAST)
+    health.reconcile(["a", "b", "c", "d"], fresh=["c"])
+    stats = {s.vendor: s for s in health.stats()}
+    assert stats["a"].state is HealthState.EJECTED  # kept: still ejected
+    assert stats["b"].requests == 1  # kept: its window too
+    assert stats["c"].state is HealthState.HEALTHY and stats["c"].requests == 0  # fresh
+    assert stats["d"].state is HealthState.HEALTHY and stats["d"].ejections == 0  # added
+    health.reconcile(["b", "d"])
+    assert list(health.availability()) == ["b", "d"]
+    assert health.admit("a") is None  # removed: no new attempt goes there
+
+
+def test_reconcile_applies_new_settings_to_kept_vendors(clock: FakeClock) -> None:
+    health = Health(["a"], SETTINGS, clock=clock)
+    health.record("a", NORMAL, RETRIABLE, FAST)
+    health.reconcile(["a"], settings=replace(SETTINGS, consecutive_failures=2))
+    health.record("a", NORMAL, RETRIABLE, FAST)  # the second in a row: now enough
+    assert health.availability()["a"] is Availability.EJECTED
 
 
 @pytest.mark.parametrize(

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from mailmux.backoff import Backoff
-from mailmux.config import Config
+from mailmux.config import Config, ConfigError
+from mailmux.config_diff import RESTART_ONLY, RESTART_ONLY_RETRY, ConfigChange, diff
 from mailmux.config_values import split_listen
 from mailmux.control import Control
 from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
@@ -30,6 +33,8 @@ from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.notices import NoticeBoard
+from mailmux.overrides import OverrideRefused
+from mailmux.reload import Reloader
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
@@ -49,10 +54,50 @@ def routes_from_config(config: Config) -> tuple[Route, ...]:
     )
 
 
+def health_settings(config: Config) -> HealthSettings:
+    h = config.health
+    return HealthSettings(
+        consecutive_failures=h.consecutive_failures,
+        window_seconds=h.window_seconds,
+        min_requests=h.min_requests,
+        failure_rate=h.failure_rate,
+        latency_p90_seconds=h.latency_p90_seconds,
+        base_ejection_seconds=h.base_ejection_seconds,
+        max_ejection_seconds=h.max_ejection_seconds,
+    )
+
+
+def delivery_policy(config: Config) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        attempt_timeout=config.delivery.attempt_timeout,
+        vendor_timeouts={
+            name: v.attempt_timeout
+            for name, v in config.vendors.items()
+            if v.attempt_timeout is not None
+        },
+        max_age=config.retry.max_age,
+        ambiguous={k: AmbiguousPolicy(v) for k, v in config.delivery.ambiguous.items()},
+    )
+
+
+def longest_attempt(config: Config) -> float:
+    """The longest one attempt may take under `config`."""
+    return max(
+        [config.delivery.attempt_timeout]
+        + [v.attempt_timeout for v in config.vendors.values() if v.attempt_timeout]
+    )
+
+
 class App:
     """One mailmux node: store, vendors, health, Deliverer, Retrier and the HTTP API."""
 
-    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        rng: random.Random | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.config = config
         self.rng = rng or random.Random()
         self.store = open_store(
@@ -61,19 +106,7 @@ class App:
         self.vendors: dict[str, Vendor] = {
             name: build_vendor(name, vc) for name, vc in config.vendors.items()
         }
-        h = config.health
-        self.health = Health(
-            self.vendors,
-            HealthSettings(
-                consecutive_failures=h.consecutive_failures,
-                window_seconds=h.window_seconds,
-                min_requests=h.min_requests,
-                failure_rate=h.failure_rate,
-                latency_p90_seconds=h.latency_p90_seconds,
-                base_ejection_seconds=h.base_ejection_seconds,
-                max_ejection_seconds=h.max_ejection_seconds,
-            ),
-        )
+        self.health = Health(self.vendors, health_settings(config))
         self.routes = routes_from_config(config)
         #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
         self.notices = NoticeBoard()
@@ -91,16 +124,7 @@ class App:
             routes=self.routes,
             health=self.health,
             store=self.store,
-            policy=DeliveryPolicy(
-                attempt_timeout=config.delivery.attempt_timeout,
-                vendor_timeouts={
-                    name: v.attempt_timeout
-                    for name, v in config.vendors.items()
-                    if v.attempt_timeout is not None
-                },
-                max_age=r.max_age,
-                ambiguous={k: AmbiguousPolicy(v) for k, v in config.delivery.ambiguous.items()},
-            ),
+            policy=delivery_policy(config),
             backoff=Backoff(base_delay=r.base_delay, max_delay=r.max_delay),
             rng=self.rng,
             metrics=self.metrics,
@@ -117,7 +141,19 @@ class App:
             ),
             owner=config.node_id,
         )
+        self.keys = ClientKeys(config.api_keys, {n: c.key for n, c in config.clients.items()})
         self.control = Control(self.routes, self.store, self._route, time.time, self.notices)
+        self.reloader = Reloader(
+            None if config_path is None else Path(config_path),
+            self._swap,
+            metrics=self.metrics,
+            notices=self.notices,
+            clock=time.time,
+        )
+        self._watch_task: asyncio.Task[None] | None = None
+        #: Vendors a reload removed or replaced, closed once their attempts are over.
+        self._retired: list[Vendor] = []
+        self._retiring: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         #: Shapes with a listener of their own, each with its runner and listener.
@@ -136,6 +172,80 @@ class App:
         counts = await self.store.count_by_state()
         return build_status(self.routes, kinds, self.health, counts, self.deliverer.last_errors)
 
+    def _swap(self, new: Config) -> ConfigChange:
+        """Swap a valid config in, all at once (no await): the next message sees all of it.
+
+        Raises ConfigError, changing nothing, when the overrides in force
+        would leave the new config nothing to route to.
+        """
+        change = diff(self.config, new)
+        old = self.config
+        kept: dict[str, Any] = {n: getattr(old, n) for n in RESTART_ONLY}
+        kept["retry"] = new.retry.model_copy(
+            update={n: getattr(old.retry, n) for n in RESTART_ONLY_RETRY}
+        )
+        new = new.model_copy(update=kept)  # what a restart alone applies stays as it runs
+        lease = new.retry.lease_seconds
+        if longest_attempt(new) >= lease:
+            raise ConfigError(
+                [
+                    f"retry.lease_seconds: an attempt timeout of {longest_attempt(new):g}s needs "
+                    f"a lease above it; the running lease is {lease:g}s and changes on a restart"
+                ]
+            )
+        exposed = new.exposed()
+        if exposed and not new.client_keys:
+            raise ConfigError(
+                [
+                    f"api_keys, clients: {'; '.join(exposed)} is not a loopback address, so "
+                    "client keys may not all be removed"
+                ]
+            )
+        routes = routes_from_config(new)
+        keep = {n: v for n, v in self.vendors.items() if n in new.vendors}
+        fresh = set(change.added) | set(change.replaced)
+        try:
+            built = {n: build_vendor(n, new.vendors[n]) for n in new.vendors if n in fresh}
+        except ValueError as err:
+            raise ConfigError([f"vendors: {err}"]) from None
+        try:
+            self.control.check_reconfigure(routes)
+        except OverrideRefused as err:
+            for vendor in built.values():
+                self._retire(vendor, 0.0)
+            raise ConfigError([f"with the overrides in force: {err}"]) from None
+        vendors = {n: built.get(n) or keep[n] for n in new.vendors}
+        gone = [v for n, v in self.vendors.items() if n not in vendors or n in built]
+        self.metrics.add_vendors(change.added)
+        self.health.reconcile(vendors, fresh=change.replaced, settings=health_settings(new))
+        for name in change.removed:
+            self.deliverer.last_errors.pop(name, None)
+        self.vendors = vendors
+        self.deliverer.vendors = vendors
+        self.deliverer.policy = delivery_policy(new)
+        self.deliverer.backoff = Backoff(
+            base_delay=new.retry.base_delay, max_delay=new.retry.max_delay
+        )
+        self.control.reconfigure(routes)  # sets self.routes and the Deliverer's
+        self.keys.update(new.api_keys, {n: c.key for n, c in new.clients.items()})
+        self.config = new
+        for vendor in gone:
+            self._retire(vendor, longest_attempt(old) + 1.0)
+        return change
+
+    def _retire(self, vendor: Vendor, after: float) -> None:
+        """Close `vendor` once the attempts it may still be making are over."""
+        self._retired.append(vendor)
+
+        async def close() -> None:
+            await asyncio.sleep(after)
+            self._retired.remove(vendor)
+            await vendor.close()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def _route(self, routes: tuple[Route, ...]) -> None:
         """Overrides changed: the next message is planned over `routes` (one assignment)."""
         self.routes = routes
@@ -146,7 +256,9 @@ class App:
             AdminContext(
                 control=self.control,
                 status=self.status,
-                admin_keys=self.config.admin_keys,
+                admin_keys=lambda: self.config.admin_keys,
+                config=self.reloader.state,
+                reload=self.reloader.reload,
                 client_keys=ctx.keys,
                 loopback=self.config.is_loopback,
                 clock=ctx.clock,
@@ -164,9 +276,7 @@ class App:
                 max_attachment_bytes=lim.max_attachment_bytes,
                 max_recipients=lim.max_recipients,
             ),
-            keys=ClientKeys(
-                self.config.api_keys, {n: c.key for n, c in self.config.clients.items()}
-            ),
+            keys=self.keys,
             status=self.status,
             sandboxes={n: v for n, v in self.vendors.items() if isinstance(v, SandboxVendor)},
             clock=time.time,
@@ -215,14 +325,19 @@ class App:
             self.shape_ports[name] = listener.port or port
         if self.config.smtp.enabled:
             await self._start_smtp(ctx)
+        if self.config.reload.watch and self.reloader.path is not None:
+            self._watch_task = asyncio.create_task(self._watch(), name="mailmux-config-watch")
+
+    async def _watch(self) -> None:
+        try:
+            await self.reloader.watch()
+        except Exception:  # the node keeps running; SIGHUP and the admin API still reload
+            log.exception("watching the config file failed; reload with SIGHUP or the admin API")
 
     async def _start_smtp(self, ctx: ApiContext) -> None:
         lim = self.config.limits
         # A stop waits for deliveries under way: each tries at most every vendor once.
-        longest = max(
-            [self.config.delivery.attempt_timeout]
-            + [v.attempt_timeout for v in self.config.vendors.values() if v.attempt_timeout]
-        )
+        longest = longest_attempt(self.config)
         self._smtp = SmtpServer(
             self.config.smtp,
             SmtpSettings(
@@ -241,6 +356,10 @@ class App:
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish, then flush the store."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
         if self._smtp is not None:
             await self._smtp.stop()
             self._smtp = None
@@ -258,7 +377,9 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier_task
         self.control.close()
-        for vendor in self.vendors.values():
+        for task in list(self._retiring):
+            task.cancel()
+        for vendor in [*self.vendors.values(), *self._retired]:
             await vendor.close()
         await self.store.close()
 
@@ -305,6 +426,14 @@ async def serve(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(app.reloader.reload("signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("stopping: finishing in-flight requests")
     await app.stop()

@@ -18,11 +18,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mailmux.config import Config, ConfigError, load_config
+from mailmux.config import CONFIG_FILE, Config, ConfigError, load_config
 from mailmux.logs import LOG_FORMATS
 from mailmux.logs import configure as configure_logging
 
@@ -90,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailmux.malloc import release_large_blocks
 
     config = load_config(args.config)
+    path = args.config or (CONFIG_FILE if Path(CONFIG_FILE).exists() else None)
     exposed = config.exposed()
     if exposed and not config.client_keys:
         raise CliError(
@@ -97,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "configured; add keys or listen on 127.0.0.1"
         )
     try:
-        app = App(config)
+        app = App(config, config_path=path)
     except ValueError as err:
         raise CliError(str(err)) from err
     release_large_blocks()

@@ -326,6 +326,12 @@ class MetricsConfig(_Section):
     enabled: bool = True  # false: no /metrics route and nothing counted on the hot path
 
 
+class ReloadConfig(_Section):
+    """Hot reload. SIGHUP and `POST /admin/v1/reload` reload the file whatever this says."""
+
+    watch: bool = True  # reload when the config file changes on disk
+
+
 class VendorConfig(_Section):
     """One ESP account. Rules that depend on `kind` come from VENDOR_KINDS."""
 
@@ -447,6 +453,7 @@ class Config(_Section):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
     vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
 
     @field_validator("listen", mode="before")

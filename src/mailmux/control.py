@@ -108,6 +108,30 @@ class Control:
         await self._store.save_overrides({}, remove=[o.key for o in removed], audit=audit)
         return self._announce(audit, self._install(after))
 
+    def check_reconfigure(self, config_routes: Sequence[Route]) -> None:
+        """OverrideRefused if the overrides in force leave `config_routes` nothing to route to.
+
+        A pin or weights on vendors the new file gives no weight are not
+        silently dropped: the reload is refused instead.
+        """
+        known = {r.vendor for r in config_routes}
+        check(config_routes, [o for o in self.overrides if o.vendor in known], self._clock())
+
+    def reconfigure(self, config_routes: Sequence[Route]) -> tuple[Route, ...]:
+        """A reload changed the config's routes: the overrides in force layer over the new ones.
+
+        Overrides on a vendor the file removed stop applying and stay stored
+        (they apply again if the vendor comes back). Raises like
+        `check_reconfigure`, changing nothing.
+        """
+        self.check_reconfigure(config_routes)
+        known = {r.vendor for r in config_routes}
+        for o in self.overrides:
+            if o.vendor not in known:
+                log.warning("override %s stops applying: vendor %r was removed", o.key, o.vendor)
+        self.config_routes = tuple(config_routes)
+        return self._install([o for o in self.overrides if o.vendor in known])
+
     def routes(self) -> tuple[Route, ...]:
         return effective_routes(self.config_routes, self.overrides, self._clock())
 

@@ -286,7 +286,9 @@ class Deliverer:
         request goes out; if it raises, nothing more is sent.
         """
         result = _Round()
-        chosen = plan(message, self.routes, self.health.availability(), self.rng, avoid=avoid)
+        # One reading of what a reload may swap: the round finishes on what it started with.
+        routes, vendors, policy = self.routes, self.vendors, self.policy
+        chosen = plan(message, routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
             log.warning(
                 "every vendor is ejected: routing %s by weight anyway (panic)",
@@ -294,13 +296,14 @@ class Deliverer:
                 extra={"message_id": message_id, "event": "panic"},
             )
         # A vendor left out of the plan (ejected, drained) might carry what the others can't.
-        result.carriable = len(chosen.vendors) < len(self.routes)
+        result.carriable = len(chosen.vendors) < len(routes)
         for name in chosen.vendors:
             now = self._wall()
             if expiry is not None and now >= expiry:
                 result.deadline_passed = True
                 break
-            exclusive = _exclusive_to_other(message, self.vendors[name])
+            vendor = vendors[name]
+            exclusive = _exclusive_to_other(message, vendor)
             if exclusive is not None:  # not an attempt: nothing is asked of the vendor
                 result.unsupported.append((name, exclusive))
                 continue
@@ -311,7 +314,7 @@ class Deliverer:
             if before_send is not None:
                 await before_send(name)
                 now = self._wall()
-            timeout = self.policy.vendor_timeouts.get(name, self.policy.attempt_timeout)
+            timeout = policy.vendor_timeouts.get(name, policy.attempt_timeout)
             if expiry is not None:
                 timeout = min(timeout, expiry - now)
             if stop_by is not None:
@@ -319,7 +322,9 @@ class Deliverer:
                     result.carriable = True  # not asked: the next retry will
                     break
                 timeout = min(timeout, stop_by - now)
-            attempt, latency = await self._attempt(name, admission, message_id, message, timeout)
+            attempt, latency = await self._attempt(
+                name, vendor, admission, message_id, message, timeout
+            )
             result.attempts += 1
             result.vendor = name
             event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
@@ -345,9 +350,14 @@ class Deliverer:
         return policy is AmbiguousPolicy.ASSUME_SENT
 
     async def _attempt(
-        self, name: str, admission: Admission, message_id: str, message: Message, timeout: float
+        self,
+        name: str,
+        vendor: Vendor,
+        admission: Admission,
+        message_id: str,
+        message: Message,
+        timeout: float,
     ) -> tuple[AttemptResult, float]:
-        vendor = self.vendors[name]
         started = self._monotonic()
         try:
             attempt = await vendor.send(message, timeout, message_id)

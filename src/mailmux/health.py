@@ -209,6 +209,34 @@ class Health:
         self._vendors = {name: _Vendor(name, now) for name in vendors}
         self._events: list[HealthEvent] = []
 
+    def reconcile(
+        self,
+        vendors: Iterable[str],
+        fresh: Iterable[str] = (),
+        settings: HealthSettings | None = None,
+    ) -> None:
+        """Track exactly `vendors` from now on (a config reload).
+
+        A vendor already tracked keeps its state and window, unless it is in
+        `fresh` (its connection changed: the old evidence is about another
+        endpoint); a new one starts healthy. A vendor no longer listed is
+        forgotten: an attempt still under way to it is recorded nowhere, and
+        `admit` skips it. New `settings` apply to every vendor at its next
+        attempt; the windows are kept.
+        """
+        if settings is not None:
+            self._settings = settings
+        now = self._clock()
+        restart = set(fresh)
+        self._vendors = {
+            name: (
+                self._vendors[name]
+                if name in self._vendors and name not in restart
+                else _Vendor(name, now)
+            )
+            for name in vendors
+        }
+
     def availability(self) -> dict[str, Availability]:
         """A snapshot for the router.
 
@@ -232,9 +260,12 @@ class Health:
     def admit(self, vendor: str) -> Admission | None:
         """May an attempt go to `vendor` now, and as what? None: skip this vendor.
 
-        Admitting a probe moves the vendor to PROBING.
+        Admitting a probe moves the vendor to PROBING. A vendor a reload
+        removed is skipped.
         """
-        v = self._vendors[vendor]
+        v = self._vendors.get(vendor)
+        if v is None:
+            return None
         if v.state is HealthState.HEALTHY:
             return Admission.NORMAL
         now = self._clock()
@@ -249,7 +280,9 @@ class Health:
 
     def record(self, vendor: str, admission: Admission, outcome: Outcome, latency: float) -> None:
         """Feed one attempt's outcome and latency (seconds), with the admission it went under."""
-        v = self._vendors[vendor]
+        v = self._vendors.get(vendor)
+        if v is None:  # removed by a reload while the attempt was under way
+            return
         if outcome is Outcome.UNSUPPORTED:
             # Nothing was sent, so there is no evidence either way; a probe slot it held is
             # handed back (the ejection is already over, so the next admit probes again).

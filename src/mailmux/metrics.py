@@ -46,6 +46,9 @@ class Recorder:
 
     enabled = False
 
+    def add_vendors(self, vendors: Iterable[str]) -> None:
+        """A reload added `vendors`: their series are bound now, off the hot path."""
+
     def attempt(self, vendor: str, outcome: Outcome, seconds: float) -> None:
         """One vendor attempt and how long it took."""
 
@@ -72,7 +75,7 @@ class Metrics(Recorder):
 
     def __init__(
         self,
-        vendors: Sequence[str],
+        vendors: Iterable[str],
         shapes: Sequence[str],
         *,
         health: Health,
@@ -126,15 +129,26 @@ class Metrics(Recorder):
             registry=reg,
         )
         reg.register(_VendorCollector(health, routes))
-        self._attempts = {v: {o: attempts.labels(v, o.value) for o in Outcome} for v in vendors}
-        self._durations = {v: duration.labels(v) for v in vendors}
-        self._ejections = {
-            v: {r: ejections.labels(v, r.value) for r in EjectionReason} for v in vendors
-        }
+        self._attempts_family, self._durations_family = attempts, duration
+        self._ejections_family = ejections
+        self._attempts: dict[str, dict[Outcome, Counter]] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._ejections: dict[str, dict[EjectionReason, Counter]] = {}
+        self.add_vendors(vendors)
         self._messages: dict[tuple[MessageState, str], Counter] = {}
         self._requests: dict[str, dict[int | str, Counter]] = {
             s: {} for s in (NATIVE_SHAPE, SMTP_SHAPE, *shapes)
         }
+
+    def add_vendors(self, vendors: Iterable[str]) -> None:
+        for v in vendors:
+            if v in self._attempts:
+                continue  # a vendor that was removed and came back keeps its series
+            self._attempts[v] = {o: self._attempts_family.labels(v, o.value) for o in Outcome}
+            self._durations[v] = self._durations_family.labels(v)
+            self._ejections[v] = {
+                r: self._ejections_family.labels(v, r.value) for r in EjectionReason
+            }
 
     def attempt(self, vendor: str, outcome: Outcome, seconds: float) -> None:
         self._attempts[vendor][outcome].inc()

@@ -27,6 +27,7 @@ from mailmux.control import Control, build_overrides
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.overrides import OverrideRefused, parse_duration, shares
+from mailmux.reload import ReloadResult
 from mailmux.vendors.inbound import Credential
 
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
@@ -40,7 +41,9 @@ class AdminContext:
 
     control: Control
     status: Callable[[], Awaitable[dict[str, Any]]]
-    admin_keys: Sequence[str]
+    admin_keys: Callable[[], Sequence[str]]  # read per request: a reload may change them
+    config: Callable[[], dict[str, Any]]  # the config file, when loaded, a reload refused
+    reload: Callable[[str], Awaitable[ReloadResult]]
     client_keys: ClientKeys
     loopback: bool  # the main listener is on loopback: no admin key is needed then
     clock: Callable[[], float]
@@ -59,6 +62,7 @@ class AdminApi:
             web.post("/admin/v1/overrides", guard(self.post_override)),
             web.delete("/admin/v1/overrides/{vendor}", guard(self.delete_override)),
             web.get("/admin/v1/audit", guard(self.get_audit)),
+            web.post("/admin/v1/reload", guard(self.post_reload)),
         ]
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -72,7 +76,7 @@ class AdminApi:
 
     def _who(self, request: web.Request) -> str | web.Response:
         """The caller's name for the audit, or the 401/403 answer."""
-        keys = self.ctx.admin_keys
+        keys = self.ctx.admin_keys()
         if not keys:
             if self.ctx.loopback:
                 return "anonymous"
@@ -100,7 +104,7 @@ class AdminApi:
         )
 
     async def get_status(self, request: web.Request, who: str) -> web.Response:
-        return json_response(await self.ctx.status())
+        return json_response({**await self.ctx.status(), "config": self.ctx.config()})
 
     async def get_vendors(self, request: web.Request, who: str) -> web.Response:
         return json_response(await self._vendors())
@@ -132,6 +136,18 @@ class AdminApi:
         except OverrideRefused as err:
             return error_response(422, "override_refused", str(err))
         return json_response(await self._vendors())
+
+    async def post_reload(self, request: web.Request, who: str) -> web.Response:
+        """Reload the config file: 200 with what changed, 422 with every error (old one kept)."""
+        result = await self.ctx.reload("api")
+        if result.ok:
+            return json_response(result.to_json())
+        return error_response(
+            422,
+            "invalid_config",
+            f"config {result.path} refused; the running config stays: {result.errors[0]}",
+            extra=result.to_json(),
+        )
 
     async def get_audit(self, request: web.Request, who: str) -> web.Response:
         try:
@@ -168,4 +184,4 @@ class AdminApi:
                     "last_error": v["last_error"],
                 }
             )
-        return {"vendors": vendors}
+        return {"vendors": vendors, "config": self.ctx.config()}

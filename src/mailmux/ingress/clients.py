@@ -28,6 +28,10 @@ ANONYMOUS = Caller(None)
 
 class ClientKeys:
     def __init__(self, api_keys: Iterable[str], clients: Mapping[str, str]) -> None:
+        self.update(api_keys, clients)
+
+    def update(self, api_keys: Iterable[str], clients: Mapping[str, str]) -> None:
+        """New keys (a config reload); every ingress asks this object, so all see them at once."""
         self._anonymous = tuple(api_keys)
         self._named = dict(clients)
 
