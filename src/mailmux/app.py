@@ -395,9 +395,23 @@ def shown_store(url: str) -> str:
 
 
 async def serve(app: App) -> None:
-    """Run one node until SIGINT or SIGTERM."""
+    """Run one node until SIGINT or SIGTERM; SIGHUP reloads the config file."""
     config = app.config
     await app.start()
+    # Signals are handled before "listening" is logged: a SIGHUP sent as soon as it is seen
+    # reloads, it does not kill the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(app.reloader.reload("signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     names = ", ".join(
         f"{r.vendor} ({app.vendors[r.vendor].kind}, weight {r.weight:g})" for r in app.routes
     )
@@ -422,18 +436,6 @@ async def serve(app: App) -> None:
         )
     if not config.admin_keys and not config.is_loopback:
         log.warning("no admin_keys configured: the admin API answers 403 off loopback")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[Any]] = set()
-
-    def reload() -> None:
-        task = loop.create_task(app.reloader.reload("signal"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("stopping: finishing in-flight requests")
     await app.stop()

@@ -1,4 +1,5 @@
-"""The operator's commands: `mailmux vendors`, `weights`, `drain`, `restore`, `pin`, `audit`.
+"""The operator's commands: `mailmux vendors`, `weights`, `drain`, `restore`, `pin`, `audit`,
+`reload`.
 
 Each talks to a running mailmux's admin API (`--url` / `MAILMUX_URL`, key
 `--admin-key` / `MAILMUX_ADMIN_KEY`) and each change prints the effective
@@ -66,7 +67,8 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 
 def cmd_vendors(args: argparse.Namespace) -> int:
-    vendors = _admin(args, "GET", "vendors")["vendors"]
+    answer = _admin(args, "GET", "vendors")
+    vendors = answer["vendors"]
     now = time.time()
     rows = [
         ("VENDOR", "KIND", "CONFIGURED", "EFFECTIVE", "SHARE", "OVERRIDE", "STATE", "LAST ERROR")
@@ -86,6 +88,35 @@ def cmd_vendors(args: argparse.Namespace) -> int:
         )
     _print_table(rows)
     print(split_line(vendors, now))
+    for line in reload_error_lines(answer.get("config")):
+        print(line)
+    return EXIT_OK
+
+
+def reload_error_lines(config: Mapping[str, Any] | None) -> list[str]:
+    """A refused reload, shown until a reload succeeds: when, which file, every error."""
+    if config is None or not config.get("reload_error"):
+        return []
+    error = config["reload_error"]
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["at"]))
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(config["loaded_at"]))
+    head = (
+        f"config reload refused at {at} ({error['path']}); still running the config "
+        f"loaded at {loaded}:"
+    )
+    return [head, *(f"  {line}" for line in error["errors"])]
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    status, answer = _request(f"{args.url}/admin/v1/reload", args.admin_key, "POST", None)
+    if status == 422 and isinstance(answer, dict) and "errors" in answer:
+        lines = "\n".join(f"  {line}" for line in answer["errors"])
+        raise CliError(f"config {answer['path']} refused; the running config stays:\n{lines}")
+    if status >= 400:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise CliError(f"{error.get('code', status)}: {error.get('message', answer)}")
+    print(f"reloaded {answer['path']}: {answer['summary']}")
+    print(split_line(_admin(args, "GET", "vendors")["vendors"], time.time()))
     return EXIT_OK
 
 
@@ -192,3 +223,5 @@ def add_commands(sub: Any) -> None:
     audit = admin("audit", "every override change: who, when, what, why, previous", change=False)
     audit.add_argument("--limit", type=int, default=100)
     audit.set_defaults(func=cmd_audit)
+    reload = admin("reload", "re-read the config file; an invalid one is refused", change=False)
+    reload.set_defaults(func=cmd_reload)

@@ -77,6 +77,8 @@ class Reloader:
         self.loaded_at = clock()
         self._digest = _digest(path)
         self.error: dict[str, Any] | None = None  # the latest refusal, until a reload succeeds
+        #: Set once the watch on the file is in place (a change before it goes unseen).
+        self.watching = asyncio.Event()
 
     def state(self) -> dict[str, Any]:
         """For the admin API and the dashboard: the file, when it was loaded, a refusal."""
@@ -168,7 +170,10 @@ class Reloader:
             watch_filter=lambda _, name: Path(name).resolve() == target,
             debounce=200,
             recursive=False,
+            rust_timeout=1000,
+            yield_on_timeout=True,  # the first (empty) yield says the watch is in place
         ):
+            self.watching.set()
             if changes and _digest(self.path) != self._digest:
                 await self.reload("watch")
 
