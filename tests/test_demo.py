@@ -32,6 +32,7 @@ def test_demo_fails_no_request_and_moves_traffic_off_the_broken_vendor() -> None
     assert shift is not None and float(shift.group(1)) < 3.0, out
     shares = dict(re.findall(r"^│ (\w+)\s+│ ([\d.]+)%", out, re.M))
     assert float(shares["healthy"]) > 50 and float(shares["down"]) < 5, out
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/dashboard ", out, re.M), out
     for event in ("ejected (latency", "half-open probe", "recovered: failback"):
         assert event in out, out
 

@@ -300,6 +300,12 @@ async def drill(duration: float, console: Console) -> int:
     with tempfile.TemporaryDirectory(prefix="mailmux-demo-") as tmp, captured_logs() as events:
         async with running(Path(tmp)) as (app, emulators):
             traffic = Traffic(f"http://127.0.0.1:{app.port}")
+            console.print(
+                f"dashboard: http://127.0.0.1:{app.port}/dashboard (the same story, live, "
+                "while the demo runs)",
+                highlight=False,
+                soft_wrap=True,
+            )
             start = time.monotonic()
             screen = Screen(console, events, start)
             broken_at: float | None = None
