@@ -271,3 +271,56 @@ def test_avoid_applies_in_panic() -> None:
     routes = [Route("a", 1), Route("b", 1)]
     avail = {"a": EJECTED, "b": EJECTED}
     assert plan(MESSAGE, routes, avail, Draws(0.0), avoid="a") == Plan(("b", "a"), panic=True)
+
+
+def test_a_full_vendor_is_left_out_and_named_as_waiting() -> None:
+    routes = [Route("a", 70), Route("b", 30), Route("c", 0)]
+    chosen = plan(MESSAGE, routes, UP, Draws(0.1), full={"a"})
+    assert chosen.vendors == ("b", "c") and chosen.waiting == ("a",)
+
+
+def test_full_vendors_stay_out_in_panic_too() -> None:
+    routes = [Route("a", 70), Route("b", 30)]
+    chosen = plan(MESSAGE, routes, {"a": EJECTED, "b": EJECTED}, Draws(0.1), full={"b"})
+    assert chosen.vendors == ("a",) and chosen.panic and chosen.waiting == ("b",)
+
+
+def test_every_vendor_full_is_an_empty_plan_that_says_who_to_wait_for() -> None:
+    chosen = plan(MESSAGE, [Route("a", 1), Route("b", 1)], UP, Draws(0.1), full={"a", "b"})
+    assert chosen.vendors == () and chosen.waiting == ("a", "b")
+
+
+def test_a_capped_vendor_spills_its_share_by_weight_and_comes_last() -> None:
+    routes = [Route("new", 50), Route("b", 30), Route("c", 20)]
+    firsts = Counter(
+        plan(MESSAGE, routes, UP, Draws(i / 100), capped={"new"}).vendors[0] for i in range(100)
+    )
+    assert firsts == {"b": 60, "c": 40}  # 30:20 of what is left
+    chosen = plan(MESSAGE, routes, UP, Draws(0.0), capped={"new"})
+    assert chosen.vendors == ("b", "c", "new") and chosen.over_cap == ("new",)
+
+
+def test_capped_vendors_are_the_plan_when_no_other_is_up() -> None:
+    routes = [Route("new", 50), Route("b", 30)]
+    chosen = plan(MESSAGE, routes, {"b": EJECTED}, Draws(0.0), capped={"new"})
+    assert chosen.vendors == ("new",) and chosen.over_cap == ("new",) and not chosen.panic
+    in_panic = plan(MESSAGE, routes, {"b": EJECTED, "new": EJECTED}, Draws(0.0), capped={"new"})
+    assert in_panic.panic and in_panic.vendors == ("b", "new")
+
+
+def test_the_cap_outranks_avoid_but_avoid_orders_capped_vendors() -> None:
+    routes = [Route("a", 50), Route("new", 50)]
+    assert plan(MESSAGE, routes, UP, Draws(0.0), avoid="a", capped={"new"}).vendors == (
+        "a",
+        "new",
+    )
+    both = plan(MESSAGE, routes, UP, Draws(0.0), avoid="a", capped={"a", "new"})
+    assert both.vendors == ("new", "a") and both.over_cap == ("new", "a")
+
+
+def test_no_cap_and_no_limit_leave_the_plan_as_it_was() -> None:
+    routes = [Route("a", 70), Route("b", 30)]
+    for u in (0.0, 0.69, 0.7, 0.99):
+        assert plan(MESSAGE, routes, UP, Draws(u), full=(), capped=()) == plan(
+            MESSAGE, routes, UP, Draws(u)
+        )

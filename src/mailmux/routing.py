@@ -14,7 +14,7 @@ passes over a handful of routes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -47,6 +47,8 @@ class Plan:
 
     vendors: tuple[str, ...]  # ordered candidates to try
     panic: bool = False  # every eligible vendor was ejected; routed by weight anyway
+    waiting: tuple[str, ...] = ()  # eligible, but at a rate limit or quota now: not planned
+    over_cap: tuple[str, ...] = ()  # planned past their warm-up cap: last, or only in need
 
 
 class RandomSource(Protocol):
@@ -65,6 +67,8 @@ def plan(
     rng: RandomSource,
     *,
     avoid: str | None = None,
+    full: Collection[str] = (),
+    capped: Collection[str] = (),
 ) -> Plan:
     """Order the vendors to try for `message`.
 
@@ -82,12 +86,24 @@ def plan(
     - If no eligible vendor is up, the same rules run over all eligible
       vendors ignoring health, and the plan says `panic`: sending to a vendor
       that may be bad is better than sending nowhere.
+    - `full` vendors (at a rate limit or quota, or told to wait by a 429) are
+      left out, even in panic: asking would only be refused. The plan names
+      them in `waiting`, so the caller knows the message can go later.
+    - `capped` vendors (past today's warm-up cap) spill their share to the
+      others by weight: they are planned after every other vendor, so they
+      are asked only when no other vendor took the message; when they are all
+      that is up they are the plan. `over_cap` names the capped vendors
+      planned, so the caller records a cap exceeded.
 
-    `message` is not used yet; traffic classes and routing rules will read it.
+    `message` is not read: the caller plans over the routes of its class and rule.
     """
     eligible = [r for r in routes if not r.drained and (r.weight > 0 or r.fallback)]
+    waiting: tuple[str, ...] = ()
+    if full:
+        waiting = tuple(r.vendor for r in eligible if r.vendor in full)
+        eligible = [r for r in eligible if r.vendor not in full]
     if not eligible:
-        return _NO_PLAN
+        return Plan((), waiting=waiting) if waiting else _NO_PLAN
     pool = [
         r
         for r in eligible
@@ -104,13 +120,25 @@ def plan(
                 held_back = pool.pop(index)
                 break
 
+    over: list[Route] = []
+    if capped:
+        over = [r for r in pool if r.vendor in capped]
+        uncapped_held_back = held_back is not None and held_back.vendor not in capped
+        if len(over) < len(pool) or uncapped_held_back:
+            pool = [r for r in pool if r.vendor not in capped]
+        else:
+            over = []  # the capped vendors are all there is: ordered as usual
     first = _weighted_pick(pool, rng)
     ordered = sorted((r for r in pool if r is not first), key=_descending_weight)
     if first is not None:
         ordered.insert(0, first)
     if held_back is not None:
         ordered.append(held_back)
-    return Plan(tuple(r.vendor for r in ordered), panic=panic)
+    ordered += sorted(over, key=_descending_weight)
+    names = tuple(r.vendor for r in ordered)
+    if capped:
+        return Plan(names, panic, waiting, tuple(n for n in names if n in capped))
+    return Plan(names, panic=panic, waiting=waiting)
 
 
 def _weighted_pick(candidates: Sequence[Route], rng: RandomSource) -> Route | None:
