@@ -377,6 +377,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier_task
         self.control.close()
+        await self.deliverer.settle()  # hedges' losing attempts: their outcomes recorded
         for task in list(self._retiring):
             task.cancel()
         for vendor in [*self.vendors.values(), *self._retired]:

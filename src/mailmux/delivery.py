@@ -9,6 +9,7 @@ loop serves the first attempt (`submit`) and every retry from the spool
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -39,6 +40,9 @@ from mailmux.vendors.base import COUNTS_AGAINST_HEALTH, AttemptResult, Outcome, 
 log = logging.getLogger("mailmux.delivery")
 
 
+#: The hedge delay of a `p90` class while its first vendor has no recent latency to go by.
+HEDGE_WITHOUT_P90 = 1.0
+
 #: Seconds kept free at the end of a lease to write the result before the lease runs out.
 LEASE_MARGIN = 1.0
 
@@ -56,6 +60,11 @@ class DeliveryPolicy:
     vendor_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-vendor overrides
     max_age: float = 72 * 3600.0  # a queued message without a deadline expires after this
     ambiguous: Mapping[str, AmbiguousPolicy] = field(default_factory=dict)
+    #: traffic class → hedge delay: seconds, or "p90" (the first vendor's recent p90 latency)
+    hedge: Mapping[str, float | str] = field(default_factory=dict)
+
+    def hedge_for(self, traffic_class: str) -> float | str | None:
+        return self.hedge.get(traffic_class)
 
     def ambiguous_for(self, traffic_class: str) -> AmbiguousPolicy:
         policy = self.ambiguous.get(traffic_class) or self.ambiguous.get("default")
@@ -113,6 +122,8 @@ class Deliverer:
         self._monotonic = monotonic
         self.metrics = metrics
         self.notices = notices if notices is not None else NoticeBoard()
+        #: Losing attempts of hedges, still under way after their message was answered.
+        self._losers: set[asyncio.Future[None]] = set()
         #: Each vendor's latest failure in its own words, for `mailmux status`.
         self.last_errors: dict[str, str] = {}
 
@@ -297,6 +308,11 @@ class Deliverer:
             )
         # A vendor left out of the plan (ejected, drained) might carry what the others can't.
         result.carriable = len(chosen.vendors) < len(routes)
+        # Hedging (first attempts only: a retry notes each attempt before it goes out, and
+        # one note cannot cover two requests at once): once the first attempt has run for
+        # the hedge delay, the next vendor is asked alongside; the first acceptance wins.
+        hedge = None if before_send is not None else policy.hedge_for(message.traffic_class)
+        running: tuple[str, asyncio.Task[tuple[AttemptResult, float]]] | None = None
         for name in chosen.vendors:
             now = self._wall()
             if expiry is not None and now >= expiry:
@@ -322,28 +338,122 @@ class Deliverer:
                     result.carriable = True  # not asked: the next retry will
                     break
                 timeout = min(timeout, stop_by - now)
-            attempt, latency = await self._attempt(
-                name, vendor, admission, message_id, message, timeout
-            )
-            result.attempts += 1
-            result.vendor = name
-            event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
-            result.events.append(event)
-            if attempt.outcome is Outcome.UNSUPPORTED:
-                result.unsupported.append((name, attempt.reason))
+            call = self._attempt(name, vendor, admission, message_id, message, timeout)
+            if running is not None:  # the hedge: both run, the first acceptance decides
+                second = (name, asyncio.ensure_future(call))
+                if await self._race(result, running, second, message_id, message):
+                    return result
+                running = None
                 continue
-            result.carriable = True
-            if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
-                result.decided = attempt
+            if hedge is not None and name != chosen.vendors[-1]:
+                task = asyncio.ensure_future(call)
+                done, _ = await asyncio.wait({task}, timeout=self._hedge_delay(hedge, name))
+                if not done:
+                    running = (name, task)
+                    continue
+                attempt, latency = task.result()
+            else:
+                attempt, latency = await call
+            if self._took(result, name, attempt, latency, message_id, message):
                 return result
-            if attempt.outcome is Outcome.AMBIGUOUS and self._assumes_sent(message):
-                result.decided = attempt
+        if running is not None:  # no second vendor could be asked: wait for the first
+            attempt, latency = await running[1]
+            if self._took(result, running[0], attempt, latency, message_id, message):
                 return result
-            if attempt.retry_after is not None:
-                result.retry_after = max(result.retry_after or 0.0, attempt.retry_after)
         if expiry is not None and self._wall() >= expiry:
             result.deadline_passed = True
         return result
+
+    def _took(
+        self,
+        result: _Round,
+        name: str,
+        attempt: AttemptResult,
+        latency: float,
+        message_id: str,
+        message: Message,
+    ) -> bool:
+        """Add one attempt to the round; whether it decided the message's fate."""
+        result.attempts += 1
+        result.vendor = name
+        event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
+        result.events.append(event)
+        if attempt.outcome is Outcome.UNSUPPORTED:
+            result.unsupported.append((name, attempt.reason))
+            return False
+        result.carriable = True
+        if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
+            result.decided = attempt
+            return True
+        if attempt.outcome is Outcome.AMBIGUOUS and self._assumes_sent(message):
+            result.decided = attempt
+            return True
+        if attempt.retry_after is not None:
+            result.retry_after = max(result.retry_after or 0.0, attempt.retry_after)
+        return False
+
+    async def _race(
+        self,
+        result: _Round,
+        first: tuple[str, asyncio.Task[tuple[AttemptResult, float]]],
+        second: tuple[str, asyncio.Task[tuple[AttemptResult, float]]],
+        message_id: str,
+        message: Message,
+    ) -> bool:
+        """Two attempts under way: take outcomes as they come until one decides.
+
+        The other attempt is not cancelled (its request is already out and
+        may be taken anyway): it finishes on its own and its outcome is
+        recorded as the hedge's loser, after the caller has been answered.
+        """
+        names = {first[1]: first[0], second[1]: second[0]}
+        waiting = set(names)
+        raced: list[int] = []  # where the racers' attempt events are in the round
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                attempt, latency = task.result()
+                decided = self._took(result, names[task], attempt, latency, message_id, message)
+                raced.append(len(result.events) - 1)
+                if decided:
+                    for index in raced:
+                        won = index == raced[-1]
+                        result.events[index] = _hedged(result.events[index], won=won)
+                    for loser in waiting | (done - {task}):
+                        self._record_loser(message_id, names[loser], loser, message)
+                    return True
+        return False
+
+    def _hedge_delay(self, hedge: float | str, vendor: str) -> float:
+        """Seconds before the hedge goes out: fixed, or the vendor's recent p90 latency."""
+        if isinstance(hedge, float | int):
+            return float(hedge)
+        p90 = self.health.recent_p90(vendor)
+        return HEDGE_WITHOUT_P90 if p90 is None else p90
+
+    def _record_loser(
+        self,
+        message_id: str,
+        name: str,
+        task: asyncio.Task[tuple[AttemptResult, float]],
+        message: Message,
+    ) -> None:
+        """When the losing attempt of a hedge ends, add its outcome to the message's events."""
+
+        async def record() -> None:
+            attempt, latency = await task
+            event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
+            await self.store.append_events([_hedged(event, won=False)])
+
+        loser = asyncio.ensure_future(record())
+        self._losers.add(loser)
+        loser.add_done_callback(self._losers.discard)
+
+    async def settle(self) -> None:
+        """Wait for the losing attempts of hedges still under way (each is bounded by its
+        timeout), so their outcomes are recorded before the store closes."""
+        while self._losers:
+            await asyncio.gather(*list(self._losers), return_exceptions=True)
 
     def _assumes_sent(self, message: Message) -> bool:
         policy = self.policy.ambiguous_for(message.traffic_class)
@@ -452,6 +562,11 @@ def _exclusive_to_other(message: Message, vendor: Vendor) -> str | None:
     if original is None or not original.exclusive or vendor.kind == original.shape:
         return None
     return f"uses {', '.join(original.exclusive)}, which only {original.shape} can carry"
+
+
+def _hedged(event: Event, *, won: bool) -> Event:
+    """An attempt of a hedge's race, marked as the one that decided or the other."""
+    return replace(event, detail={**event.detail, "hedge": "won" if won else "lost"})
 
 
 def _received_detail(message: Message) -> dict[str, object]:

@@ -208,6 +208,7 @@ class Health:
         now = clock()
         self._vendors = {name: _Vendor(name, now) for name in vendors}
         self._events: list[HealthEvent] = []
+        self._p90: dict[str, tuple[float, float | None]] = {}  # vendor → (computed at, p90)
 
     def reconcile(
         self,
@@ -338,6 +339,24 @@ class Health:
                 )
             )
         return result
+
+    def recent_p90(self, vendor: str) -> float | None:
+        """The vendor's p90 latency over the window (None without samples), for a hedge delay.
+
+        Sorting the window costs O(n log n), so a value is reused for up to
+        a second: a hedge delay needs a recent figure, not an exact one.
+        """
+        now = self._clock()
+        cached = self._p90.get(vendor)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        v = self._vendors.get(vendor)
+        if v is None:
+            return None
+        self._slide(v, now)
+        p90 = _nearest_rank(sorted(sample[1] for sample in v.samples), 90)
+        self._p90[vendor] = (now, p90)
+        return p90
 
     def take_events(self) -> list[HealthEvent]:
         """The events since the last call, oldest first."""

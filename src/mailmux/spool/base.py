@@ -176,6 +176,11 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Durably add events to messages already stored, whatever their state (the
+        outcome of a hedge's losing attempt, known after its message was answered)."""
+
+    @abstractmethod
     async def get(self, message_id: str) -> tuple[MessageRecord, list[Event]] | None:
         """A message's record and its events in order, or None."""
 

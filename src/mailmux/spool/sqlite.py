@@ -532,6 +532,10 @@ class SqliteStore(Store):
         _check_queued(record, True)  # the stored payload stays while the message is queued
         await self._submit(_update, record, events, owner)
 
+    async def append_events(self, events: Sequence[Event]) -> None:
+        # Queued after the message's own insert, so a batch never holds the events first.
+        await self._submit(_append_events, events)
+
     async def get(self, message_id: str) -> tuple[MessageRecord, list[Event]] | None:
         pending = self._pending.get(message_id)
         if pending is not None:
@@ -861,6 +865,10 @@ def _update(
         raise LeaseLost(record.id)
     if events:
         cur.executemany(_INSERT_EVENT, _event_rows(events))
+
+
+def _append_events(cur: sqlite3.Cursor, events: Sequence[Event]) -> None:
+    cur.executemany(_INSERT_EVENT, _event_rows(events))
 
 
 def _save_overrides(
