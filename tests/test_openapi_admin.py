@@ -390,16 +390,14 @@ async def test_what_the_schema_cannot_know_is_refused_and_described(
         assert (status, answer["error"]["code"]) == (422, "override_refused")
 
 
-@pytest.mark.parametrize(
-    "name", DOC["paths"]["/admin/v1/overrides"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["examples"]
-)
+EXAMPLES = DOC["paths"]["/admin/v1/overrides"]["post"]["requestBody"]["content"][
+    "application/json"
+]["examples"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 async def test_the_documented_examples_are_applied(tmp_path: Path, name: str) -> None:
-    examples = DOC["paths"]["/admin/v1/overrides"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["examples"]
-    body = examples[name]["value"]
+    body = EXAMPLES[name]["value"]
     assert REQUEST.is_valid(body)
     async with running(tmp_path) as node:
         status, answer = await node.call("POST", "/admin/v1/overrides", json=body)
