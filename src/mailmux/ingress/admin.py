@@ -26,6 +26,7 @@ from aiohttp import web
 from mailmux.control import Control, build_overrides
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.errors import error_response, json_response
+from mailmux.ingress.openapi_admin import ADMIN_OPENAPI
 from mailmux.overrides import OverrideRefused, parse_duration, shares
 from mailmux.reload import ReloadResult
 from mailmux.vendors.inbound import Credential
@@ -33,6 +34,8 @@ from mailmux.vendors.inbound import Credential
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 DEFAULT_AUDIT_LIMIT = 100
 MAX_AUDIT_LIMIT = 10_000
+#: The document served at /admin/v1/openapi.json; it depends on no setting.
+_OPENAPI = orjson.dumps(ADMIN_OPENAPI)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class AdminApi:
             web.delete("/admin/v1/overrides/{vendor}", guard(self.delete_override)),
             web.get("/admin/v1/audit", guard(self.get_audit)),
             web.post("/admin/v1/reload", guard(self.post_reload)),
+            # Open like /v1/openapi.json: it describes the API, it opens none of it.
+            web.get("/admin/v1/openapi.json", self.get_openapi),
         ]
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -102,6 +107,9 @@ class AdminApi:
             "missing or unknown admin key: send 'Authorization: Bearer <admin key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=_OPENAPI, content_type="application/json")
 
     async def get_status(self, request: web.Request, who: str) -> web.Response:
         return json_response({**await self.ctx.status(), "config": self.ctx.config()})

@@ -23,18 +23,26 @@ recipient bounds it states are the ones the server enforces.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
-from mailmux.health import HealthState
+from mailmux.ingress.openapi_common import (
+    EPOCH,
+    NULLABLE_NUMBER,
+    NULLABLE_STRING,
+    Schema,
+    answer,
+    closed,
+    error,
+    error_body,
+    health,
+    ref,
+)
 from mailmux.ingress.openapi_shapes import shape_paths, shape_security_schemes
 from mailmux.message import DEFAULT_LIMITS, RESERVED_HEADERS, MessageLimits
 from mailmux.spool.base import EventKind, MessageState
 from mailmux.vendors.base import Outcome
 from mailmux.vendors.inbound import Shape
-
-Schema = dict[str, Any]
 
 #: Characters that end a header line (what `addresses.has_line_break` refuses), NUL included.
 _LINE_BREAKS = r"\u0000\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029"
@@ -330,49 +338,6 @@ def _message(limits: MessageLimits) -> Schema:
 
 # --- answers ----------------------------------------------------------------------------
 
-_NULLABLE_STRING: Schema = {"type": ["string", "null"]}
-_NULLABLE_NUMBER: Schema = {"type": ["number", "null"]}
-_EPOCH: Schema = {"type": "number", "description": "epoch seconds"}
-
-
-def _error(codes: list[str]) -> Schema:
-    return {
-        "type": "object",
-        "required": ["code", "message"],
-        "additionalProperties": False,
-        "properties": {
-            "code": {"enum": codes},
-            "message": {"type": "string"},
-            "details": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["path", "code", "message"],
-                    "properties": {
-                        "path": {
-                            "type": "string",
-                            "description": "like to[0], attachments[1].content or "
-                            "headers.X-Foo; empty for the message as a whole",
-                        },
-                        "code": {"type": "string", "description": "snake_case"},
-                        "message": {"type": "string"},
-                    },
-                },
-            },
-        },
-    }
-
-
-def _error_body(*codes: str) -> Schema:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["error"],
-        "properties": {"error": _error(list(codes))},
-    }
-
 
 def _receipt(state: str) -> Schema:
     """The receipt POST /v1/messages answers with in `state`: only a sent one names a vendor."""
@@ -386,7 +351,7 @@ def _receipt(state: str) -> Schema:
             else {"type": "null", "description": "named once a vendor accepted it"}
         ),
         "vendor_message_id": (
-            {**_NULLABLE_STRING, "description": "the vendor's own id, when it gives one"}
+            {**NULLABLE_STRING, "description": "the vendor's own id, when it gives one"}
             if sent
             else {"type": "null"}
         ),
@@ -409,7 +374,7 @@ def _refused_receipt(state: str, code: str) -> Schema:
     return {
         **receipt,
         "required": [*receipt["required"], "error"],
-        "properties": {**receipt["properties"], "error": _error([code])},
+        "properties": {**receipt["properties"], "error": error([code])},
     }
 
 
@@ -420,16 +385,16 @@ def _event() -> Schema:
         "description": "one step; attempts add outcome, latency_ms and, when known, status, "
         "reason, retry_after and vendor_message_id; other kinds add what they record",
         "properties": {
-            "at": _EPOCH,
+            "at": EPOCH,
             "kind": {"enum": [kind.value for kind in EventKind]},
-            "vendor": _NULLABLE_STRING,
+            "vendor": NULLABLE_STRING,
             "outcome": {"enum": [outcome.value for outcome in Outcome]},
             "latency_ms": {"type": "number"},
             "status": {"type": "integer", "description": "the vendor's answer, when it gave one"},
-            "reason": _NULLABLE_STRING,
+            "reason": NULLABLE_STRING,
             "retry_after": {"type": "number"},
-            "vendor_message_id": _NULLABLE_STRING,
-            "next_attempt_at": _EPOCH,
+            "vendor_message_id": NULLABLE_STRING,
+            "next_attempt_at": EPOCH,
             "class": {"type": "string"},
         },
     }
@@ -456,77 +421,28 @@ def _message_state() -> Schema:
             "id": {"type": "string"},
             "state": {"enum": [state.value for state in MessageState]},
             "vendor": {
-                **_NULLABLE_STRING,
+                **NULLABLE_STRING,
                 "description": "the vendor that accepted it; null unless sent",
             },
-            "vendor_message_id": _NULLABLE_STRING,
+            "vendor_message_id": NULLABLE_STRING,
             "reason": {"type": "string", "description": "why it failed or expired"},
             "class": {"type": "string"},
-            "created_at": _EPOCH,
-            "updated_at": _EPOCH,
-            "deadline": {**_NULLABLE_NUMBER, "description": "epoch seconds"},
-            "next_attempt_at": {**_NULLABLE_NUMBER, "description": "epoch seconds; queued only"},
+            "created_at": EPOCH,
+            "updated_at": EPOCH,
+            "deadline": {**NULLABLE_NUMBER, "description": "epoch seconds"},
+            "next_attempt_at": {**NULLABLE_NUMBER, "description": "epoch seconds; queued only"},
             "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
         },
     }
 
 
-def _closed(properties: Schema) -> Schema:
-    """An object with exactly these properties, all required."""
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": list(properties),
-        "properties": properties,
-    }
-
-
-def _health() -> Schema:
-    count = {"type": "integer", "minimum": 0}
-    vendor = _closed(
-        {
-            "name": {"type": "string"},
-            "kind": {"type": "string"},
-            "weight": {"type": "number"},
-            "fallback": {"type": "boolean"},
-            "drained": {"type": "boolean"},
-            "state": {
-                "enum": [state.name.lower() for state in HealthState],
-                "description": "probing: half-open, one probe decides",
-            },
-            "requests": count,
-            "success_rate": _NULLABLE_NUMBER,
-            "latency_p50_ms": _NULLABLE_NUMBER,
-            "latency_p90_ms": _NULLABLE_NUMBER,
-            "consecutive_failures": count,
-            "ejections": count,
-            "ejected_until": {**_NULLABLE_NUMBER, "description": "epoch seconds"},
-            "last_reason": {**_NULLABLE_STRING, "description": "why it was last ejected"},
-            "last_error": {
-                **_NULLABLE_STRING,
-                "description": "its latest failure, as the ESP said it",
-            },
-        }
-    )
-    return _closed(
-        {
-            "status": {
-                "enum": ["ok", "degraded", "panic"],
-                "description": "degraded: some vendor is ejected; panic: all are",
-            },
-            "vendors": {"type": "array", "items": vendor},
-            "spool": _closed({state.value: count for state in MessageState}),
-        }
-    )
-
-
 def _sandbox_entry() -> Schema:
     emails = {"type": "array", "items": {"type": "string"}}
-    return _closed(
+    return closed(
         {
             "vendor_message_id": {"type": "string"},
-            "accepted_at": _EPOCH,
+            "accepted_at": EPOCH,
             "from": {"type": "string"},
             "to": emails,
             "cc": emails,
@@ -546,27 +462,17 @@ _REPLAYED = {
 }
 
 
-def _answer(schema: Schema, description: str, headers: Schema | None = None) -> Schema:
-    answer: Schema = {
-        "description": description,
-        "content": {"application/json": {"schema": schema}},
-    }
-    if headers:
-        answer["headers"] = headers
-    return answer
-
-
 def _receipt_answer(schema: Schema, description: str) -> Schema:
     """A POST /v1/messages answer with a receipt, which GET /v1/messages/{id} follows up."""
-    answer = _answer(schema, description, _REPLAYED)
-    answer["links"] = {
+    receipt = answer(schema, description, _REPLAYED)
+    receipt["links"] = {
         "GetMessage": {
             "operationId": "getMessage",
             "parameters": {"id": "$response.body#/id"},
             "description": "the message's state, attempts and events",
         }
     }
-    return answer
+    return receipt
 
 
 #: Request bodies shown in the document (and sent by tests that send its examples).
@@ -605,14 +511,10 @@ _EXAMPLES: Schema = {
 }
 
 
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 _UNAUTHORIZED = {
     "$ref": "#/components/responses/Unauthorized",
 }
-_NOT_FOUND = _answer(_error_body("not_found"), "nothing by that name")
+_NOT_FOUND = answer(error_body("not_found"), "nothing by that name")
 
 
 def openapi_document(
@@ -651,12 +553,12 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                 "Queued": _receipt("queued"),
                 "MessageState": _message_state(),
                 "Event": _event(),
-                "Health": _health(),
+                "Health": health(),
                 "SandboxEntry": _sandbox_entry(),
             },
             "responses": {
-                "Unauthorized": _answer(
-                    _error_body("unauthorized"),
+                "Unauthorized": answer(
+                    error_body("unauthorized"),
                     "missing or unknown API key",
                     {
                         "WWW-Authenticate": {
@@ -695,34 +597,34 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                         "required": True,
                         "description": f"at most {max_request_bytes} bytes (else 413)",
                         "content": {
-                            "application/json": {"schema": _ref("Message"), "examples": _EXAMPLES}
+                            "application/json": {"schema": ref("Message"), "examples": _EXAMPLES}
                         },
                     },
                     "responses": {
-                        "200": _receipt_answer(_ref("Sent"), "sent: a vendor accepted it"),
+                        "200": _receipt_answer(ref("Sent"), "sent: a vendor accepted it"),
                         "202": _receipt_answer(
-                            _ref("Queued"), "queued: durably spooled, to be retried"
+                            ref("Queued"), "queued: durably spooled, to be retried"
                         ),
-                        "400": _answer(
-                            _error_body(
+                        "400": answer(
+                            error_body(
                                 "invalid_json", "invalid_message", "invalid_idempotency_key"
                             ),
                             "not a valid message: details lists every problem",
                         ),
                         "401": _UNAUTHORIZED,
-                        "409": _answer(
-                            _error_body("idempotency_conflict"),
+                        "409": answer(
+                            error_body("idempotency_conflict"),
                             "another request with this Idempotency-Key is in progress",
                         ),
-                        "413": _answer(
-                            _error_body("request_too_large"),
+                        "413": answer(
+                            error_body("request_too_large"),
                             f"the request body is over {max_request_bytes} bytes",
                         ),
                         "422": _receipt_answer(
                             {
                                 "oneOf": [
                                     _refused_receipt("failed", "rejected"),
-                                    _error_body("idempotency_key_reused"),
+                                    error_body("idempotency_key_reused"),
                                 ]
                             },
                             "failed: a vendor rejected it permanently, or no vendor can carry "
@@ -730,8 +632,8 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                             "first used with another body (idempotency_key_reused), and nothing "
                             "was sent",
                         ),
-                        "503": _answer(
-                            _error_body("unavailable"),
+                        "503": answer(
+                            error_body("unavailable"),
                             "not accepted: no vendor took it and it could not be spooled",
                         ),
                         "504": _receipt_answer(
@@ -755,7 +657,7 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                         }
                     ],
                     "responses": {
-                        "200": _answer(_ref("MessageState"), "the message"),
+                        "200": answer(ref("MessageState"), "the message"),
                         "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
                     },
@@ -767,7 +669,7 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                     "summary": "Vendors with weight, health state, success rate and latency; "
                     "spool counts",
                     "responses": {
-                        "200": _answer(_ref("Health"), "the status report"),
+                        "200": answer(ref("Health"), "the status report"),
                         "401": _UNAUTHORIZED,
                     },
                 }
@@ -786,8 +688,8 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                         }
                     ],
                     "responses": {
-                        "200": _answer(
-                            {"type": "array", "items": _ref("SandboxEntry")},
+                        "200": answer(
+                            {"type": "array", "items": ref("SandboxEntry")},
                             "accepted messages, oldest first",
                         ),
                         "401": _UNAUTHORIZED,
@@ -815,7 +717,7 @@ def _native_document(limits: MessageLimits, max_request_bytes: int) -> Schema:
                     "summary": "This document",
                     "security": [],
                     "responses": {
-                        "200": _answer(
+                        "200": answer(
                             {"type": "object", "required": ["openapi", "paths"]},
                             "OpenAPI 3.1",
                         )
