@@ -30,6 +30,7 @@ from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.notices import NoticeBoard
+from mailmux.notify import Notifier
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
@@ -77,6 +78,9 @@ class App:
         self.routes = routes_from_config(config)
         #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
         self.notices = NoticeBoard()
+        #: Posts notices to `notify:` targets; without targets it holds no session and no task,
+        #: and exists anyway so that a reload can add the first target (`update`).
+        self.notifier = Notifier(self.notices, config.notify, config.node_id)
         self.metrics: Recorder = NO_METRICS
         if config.metrics.enabled:
             self.metrics = Metrics(
@@ -175,6 +179,7 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.notifier.start()  # before load, so an override expired meanwhile is told
         await self.control.load()
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         ctx = self._context()
@@ -258,6 +263,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier_task
         self.control.close()
+        await self.notifier.stop()
         for vendor in self.vendors.values():
             await vendor.close()
         await self.store.close()
@@ -289,6 +295,9 @@ async def serve(app: App) -> None:
     )
     shapes = ", ".join(config.ingress.enabled()) or "none"
     log.info("ESP-shaped APIs on: %s", shapes)
+    if config.notify:  # scheme and host only: a webhook's path is its secret
+        targets = ", ".join(f"{t.shown} ({t.format})" for t in config.notify)
+        log.info("notifications to: %s", targets)
     for setting, port in (("listen", app.smtp_port), ("listen_tls", app.smtp_tls_port)):
         if port is not None:
             address = getattr(config.smtp, setting)

@@ -45,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailmux.config_notify import NotifyTarget
 from mailmux.config_smtp import SmtpConfig
 from mailmux.config_sources import (
     Location,
@@ -447,6 +448,7 @@ class Config(_Section):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    notify: tuple[NotifyTarget, ...] = ()  # webhooks for ejections, recoveries, overrides
     vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
 
     @field_validator("listen", mode="before")
