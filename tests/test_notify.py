@@ -613,6 +613,21 @@ async def test_only_the_kinds_a_target_lists_are_posted() -> None:
     assert last == "last"
 
 
+async def test_a_notice_that_cannot_be_encoded_costs_only_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = NoticeBoard()
+    async with receivers(()) as (hook,), notifying(board, [target(hook)]):
+        board.publish(Notice(time.time(), NoticeKind.OVERRIDE, "bad", "a", {"x": object()}))
+        board.publish(override("good"))
+        got = (await hook.next()).body["summary"]
+
+    assert got == "good"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", f"notify http://127.0.0.1:{hook.port}: override notice failed")
+    ]
+
+
 async def test_a_target_that_lags_loses_its_oldest_notices_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -47,8 +47,9 @@ log = logging.getLogger("mailmux.notify")
 
 #: POSTs per notice at most (the first and two retries).
 TRIES = 3
-#: Between tries: full jitter over 0.5 s, then 1 s, so with the default 5 s timeout a
-#: notice is delivered or dropped within about 17 s; a Retry-After is capped at 4 s.
+#: Between tries: full jitter over 0.5 s, then over 1 s; a 429's Retry-After is a floor,
+#: capped at 4 s. With the default 5 s timeout a notice is delivered or dropped within
+#: 16.5 s (23 s when 429s ask for the most), so a late notice is never very late.
 RETRY_BACKOFF = Backoff(base_delay=0.5, max_delay=4.0)
 #: How long `stop` waits for POSTs under way before cancelling them.
 STOP_GRACE = 2.0
