@@ -397,3 +397,38 @@ async def test_the_embedded_default_has_no_file_to_reload(tmp_path: Path) -> Non
     app = App(load_config(None, {"MAILMUX_STORE": f"sqlite:///{tmp_path / 'm.db'}"}))
     result = await app.reloader.reload("api")
     assert not result.ok and "embedded default" in result.errors[0]
+
+
+async def test_a_webhook_added_by_a_reload_hears_that_reload_and_a_refused_one(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    heard: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        heard.put_nowait(await request.json())
+        return web.Response()
+
+    hooks = web.Application()
+    hooks.router.add_post("/hook", hook)
+    runner = web.AppRunner(hooks)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    target = {"url": f"http://127.0.0.1:{port}/hook", "events": ["reload", "reload_failed"]}
+    try:
+        async with node(tmp_path, {"a": 50, "b": 50}) as mux:
+            mux.write({"a": 60, "b": 40}, notify=[target])
+            assert (await mux.reload())[0] == 200
+            async with asyncio.timeout(WAIT):
+                reloaded = await heard.get()
+            mux.write({"a": -1, "b": 40}, notify=[target])
+            assert (await mux.reload())[0] == 422
+            async with asyncio.timeout(WAIT):
+                refused = await heard.get()
+    finally:
+        await runner.cleanup()
+    assert reloaded["kind"] == "reload" and reloaded["detail"]["retuned"] == ["a", "b"]
+    assert refused["kind"] == "reload_failed" and "vendors.a.weight" in refused["summary"]

@@ -33,6 +33,7 @@ from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
 from mailmux.message import MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.notices import NoticeBoard
+from mailmux.notify import Notifier
 from mailmux.overrides import OverrideRefused
 from mailmux.reload import Reloader
 from mailmux.retry import Retrier, RetrierSettings
@@ -110,6 +111,9 @@ class App:
         self.routes = routes_from_config(config)
         #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
         self.notices = NoticeBoard()
+        #: Posts notices to `notify:` targets; without targets it holds no session and no task,
+        #: and exists anyway so that a reload can add the first target (`update`).
+        self.notifier = Notifier(self.notices, config.notify, config.node_id)
         self.metrics: Recorder = NO_METRICS
         if config.metrics.enabled:
             self.metrics = Metrics(
@@ -228,6 +232,7 @@ class App:
         )
         self.control.reconfigure(routes)  # sets self.routes and the Deliverer's
         self.keys.update(new.api_keys, {n: c.key for n, c in new.clients.items()})
+        self.notifier.update(new.notify)
         self.config = new
         for vendor in gone:
             self._retire(vendor, longest_attempt(old) + 1.0)
@@ -285,6 +290,7 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.notifier.start()  # before load, so an override expired meanwhile is told
         await self.control.load()
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         ctx = self._context()
@@ -378,6 +384,7 @@ class App:
                 await self._retrier_task
         self.control.close()
         await self.deliverer.settle()  # hedges' losing attempts: their outcomes recorded
+        await self.notifier.stop()
         for task in list(self._retiring):
             task.cancel()
         for vendor in [*self.vendors.values(), *self._retired]:
@@ -425,6 +432,9 @@ async def serve(app: App) -> None:
     )
     shapes = ", ".join(config.ingress.enabled()) or "none"
     log.info("ESP-shaped APIs on: %s", shapes)
+    if config.notify:  # scheme and host only: a webhook's path is its secret
+        targets = ", ".join(f"{t.shown} ({t.format})" for t in config.notify)
+        log.info("notifications to: %s", targets)
     for setting, port in (("listen", app.smtp_port), ("listen_tls", app.smtp_tls_port)):
         if port is not None:
             address = getattr(config.smtp, setting)

@@ -45,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailmux.config_notify import NotifyTarget
 from mailmux.config_smtp import SmtpConfig
 from mailmux.config_sources import (
     Location,
@@ -454,6 +455,7 @@ class Config(_Section):
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    notify: tuple[NotifyTarget, ...] = ()  # webhooks for ejections, recoveries, overrides
     vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
 
     @field_validator("listen", mode="before")

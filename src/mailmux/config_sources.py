@@ -212,7 +212,8 @@ _MESSAGES = {
     "tuple_type": "must be a list",
 }
 _NO_INPUT = frozenset({"missing", "string_too_short"})
-_SECRETS = frozenset({"api_key", "api_keys", "key", "store"})  # their values never reach a log line
+# Their values never reach a log line (`url`: a notify webhook's URL is its credential).
+_SECRETS = frozenset({"api_key", "api_keys", "key", "store", "url"})
 
 
 def error_lines(
@@ -283,9 +284,9 @@ def _keys_at(location: Location, root: type[BaseModel]) -> list[str]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
             continue
-        values = get_args(annotation)
+        values = [arg for arg in get_args(annotation) if arg is not Ellipsis]
         if values and isinstance(values[-1], type) and issubclass(values[-1], BaseModel):
-            next(steps, None)  # the mapping's key, e.g. a vendor name
+            next(steps, None)  # the mapping's key (a vendor name) or the list's index
             model = values[-1]
             continue
         return []
