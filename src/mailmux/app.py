@@ -24,6 +24,7 @@ from mailmux.ingress.admin import AdminApi, AdminContext
 from mailmux.ingress.api import ApiContext
 from mailmux.ingress.apps import build_api_app, build_shape_app
 from mailmux.ingress.clients import ClientKeys
+from mailmux.ingress.dashboard import Dashboard, DashboardContext
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
@@ -34,6 +35,7 @@ from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
 from mailmux.status import build_status
+from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import Vendor
 from mailmux.vendors.registry import build_vendor
 from mailmux.vendors.sandbox import SandboxVendor
@@ -77,6 +79,8 @@ class App:
         self.routes = routes_from_config(config)
         #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
         self.notices = NoticeBoard()
+        #: Accepted messages per vendor per second, for the dashboard's chart.
+        self.traffic = TrafficHistory(self.vendors)
         self.metrics: Recorder = NO_METRICS
         if config.metrics.enabled:
             self.metrics = Metrics(
@@ -105,6 +109,7 @@ class App:
             rng=self.rng,
             metrics=self.metrics,
             notices=self.notices,
+            traffic=self.traffic,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -180,8 +185,14 @@ class App:
         ctx = self._context()
         lim = self.config.limits
         shapes = self.config.ingress.enabled()
+        admin = self._admin(ctx)
+        dashboard = Dashboard(
+            DashboardContext(
+                self.traffic, self.notices, self.status, self.store.queue_summary, admin
+            )
+        )
         main = build_api_app(
-            ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes], self._admin(ctx)
+            ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes], admin, dashboard
         )
         self._runner = web.AppRunner(main, access_log=None, handle_signals=False)
         await self._runner.setup()
