@@ -20,7 +20,7 @@ def sent(history: TrafficHistory, clock: Clock, at: float, vendor: str, n: int =
 
 
 def test_counts_accepted_messages_per_completed_second() -> None:
-    clock = Clock(1000.0)
+    clock = Clock(0.0)
     history = TrafficHistory(["a", "b"], clock=clock, window=10)
     sent(history, clock, 1000.1, "a", 3)
     sent(history, clock, 1000.9, "b")
@@ -88,11 +88,22 @@ def test_reconcile_keeps_the_history_of_kept_vendors() -> None:
     assert set(counts) == {"b", "c"}
     assert counts["b"][-2:] == [3, 0]
     assert counts["c"][-2:] == [0, 4]
-    assert len(counts["b"]) == WINDOW
+    assert len(counts["b"]) == len(counts["c"]) == 12  # c is charted as far back as b
+
+
+def test_nothing_before_the_history_started_is_charted() -> None:
+    clock = Clock(1000.7)
+    history = TrafficHistory(["a"], clock=clock, window=WINDOW)
+    assert history.started == 1000
+    assert history.series(1000.9) == (1000, {"a": []})
+    sent(history, clock, 1001.5, "a", 2)
+    assert history.series(1003.0) == (1000, {"a": [0, 2, 0]})
+    _, counts = history.series(1000 + WINDOW + 5.0)
+    assert len(counts["a"]) == WINDOW  # a whole window once it has run that long
 
 
 def test_an_unknown_vendor_is_ignored() -> None:
     clock = Clock(5.0)
     history = TrafficHistory(["a"], clock=clock, window=10)
     history.sent("z")
-    assert history.series(6.0)[1] == {"a": [0] * 10}
+    assert history.series(7.0) == (5, {"a": [0, 0]})

@@ -46,6 +46,8 @@ class TrafficHistory:
         self.window = window
         self._clock = clock
         self._rings = {name: _Ring(window) for name in vendors}
+        #: The first second counted: before it nothing is known, so nothing is charted.
+        self.started = int(clock())
 
     @property
     def vendors(self) -> list[str]:
@@ -68,13 +70,12 @@ class TrafficHistory:
         """`(start, {vendor: counts})`: the completed seconds `start`, `start + 1`, ...
 
         They run up to the second before `now` (the current one is still
-        counting) and reach back at most `window` seconds, or to `since`
-        when that is later (a live view asks only for what it has not seen).
+        counting) and reach back at most `window` seconds, and not before
+        this history started, or to `since` when that is later (a live view
+        asks only for what it has not seen).
         """
         end = int(now)
-        start = end - self.window
-        if since is not None:
-            start = min(max(start, since), end)
+        start = min(max(end - self.window, self.started, since or 0), end)
         window = self.window
         out: dict[str, list[int]] = {}
         for name, ring in self._rings.items():

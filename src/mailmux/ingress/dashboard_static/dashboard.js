@@ -186,6 +186,7 @@
     const data = [times(), ...names.map((name) => counts.get(name))];
     if (chart && chartVendors === names.join(",")) {
       chart.setData(data);
+      showLatest();
       return;
     }
     if (chart) chart.destroy();
@@ -194,7 +195,11 @@
       {
         width: chartWidth(),
         height: chartHeight(),
-        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
+        scales: {
+          // At least a minute wide, so the first seconds after a start do not fill the axis.
+          x: { time: true, range: (_u, min, max) => [Math.min(min, max - 60), max] },
+          y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] },
+        },
         series: [
           {},
           ...names.map((name, i) => ({
@@ -205,11 +210,24 @@
             value: (_u, v) => (v == null ? "–" : v + " msg/s"),
           })),
         ],
-        axes: [{}, { label: "msg/s", size: 50 }],
+        axes: [{ space: 70, values: timeLabels }, { label: "msg/s", size: 50 }],
       },
       data,
       $("chart"),
     );
+    showLatest();
+  }
+
+  // One line of wall-clock labels (uPlot's default adds a date row that crowds a phone).
+  function timeLabels(_u, splits) {
+    const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+    const parts = span < 600 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+    return splits.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false, ...parts }));
+  }
+
+  // Away from the cursor, the legend shows the latest second's rates.
+  function showLatest() {
+    if (length > 0 && chart.cursor.left < 0) chart.setLegend({ idx: length - 1 });
   }
 
   new ResizeObserver(() => {
