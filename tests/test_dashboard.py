@@ -140,8 +140,11 @@ async def test_without_admin_keys_the_stream_is_open_on_loopback_only(tmp_path: 
         assert "needs admin_keys" in (await stream.response.json())["error"]["message"]
 
 
-async def test_the_snapshot_and_the_ticks_count_every_accepted_message(tmp_path: Path) -> None:
-    async with running(config(tmp_path)) as app:
+@pytest.mark.parametrize("metrics", [True, False])
+async def test_the_snapshot_and_the_ticks_count_every_accepted_message(
+    tmp_path: Path, metrics: bool
+) -> None:
+    async with running(config(tmp_path, metrics={"enabled": metrics})) as app:
         before = await send(app, 30)
         assert before["a"] > 0 and before["b"] > 0
         # The snapshot holds whole seconds only: let the one the last message went in end.

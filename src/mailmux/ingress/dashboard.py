@@ -161,7 +161,7 @@ class Dashboard:
         self._page, self._files = load_static()
         self._sampler = _Sampler(ctx)
         self._stopping = asyncio.Event()
-        self.open_streams = 0
+        self._open = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -194,18 +194,18 @@ class Dashboard:
             return who
         if self._stopping.is_set():
             return error_response(503, "stopping", "mailmux is stopping")
-        if self.open_streams >= self.ctx.max_streams:
+        if self._open >= self.ctx.max_streams:
             return error_response(
                 503,
                 "too_many_streams",
                 f"{self.ctx.max_streams} dashboards are open on this node; close one",
                 headers={"Retry-After": "5"},
             )
-        self.open_streams += 1
+        self._open += 1
         try:
             return await self._stream(request)
         finally:
-            self.open_streams -= 1
+            self._open -= 1
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers=STREAM_HEADERS)
