@@ -27,6 +27,7 @@ from mailmux.ingress.admin import AdminApi, AdminContext
 from mailmux.ingress.api import ApiContext
 from mailmux.ingress.apps import build_api_app, build_shape_app
 from mailmux.ingress.clients import ClientKeys
+from mailmux.ingress.dashboard import Dashboard, DashboardContext
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
@@ -40,6 +41,7 @@ from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
 from mailmux.spool import open_store
 from mailmux.status import build_status
+from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import Vendor
 from mailmux.vendors.registry import build_vendor
 from mailmux.vendors.sandbox import SandboxVendor
@@ -114,6 +116,8 @@ class App:
         #: Posts notices to `notify:` targets; without targets it holds no session and no task,
         #: and exists anyway so that a reload can add the first target (`update`).
         self.notifier = Notifier(self.notices, config.notify, config.node_id)
+        #: Accepted messages per vendor per second, for the dashboard's chart.
+        self.traffic = TrafficHistory(self.vendors)
         self.metrics: Recorder = NO_METRICS
         if config.metrics.enabled:
             self.metrics = Metrics(
@@ -133,6 +137,7 @@ class App:
             rng=self.rng,
             metrics=self.metrics,
             notices=self.notices,
+            traffic=self.traffic,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -222,6 +227,7 @@ class App:
         gone = [v for n, v in self.vendors.items() if n not in vendors or n in built]
         self.metrics.add_vendors(change.added)
         self.health.reconcile(vendors, fresh=change.replaced, settings=health_settings(new))
+        self.traffic.reconcile(vendors)
         for name in change.removed:
             self.deliverer.last_errors.pop(name, None)
         self.vendors = vendors
@@ -296,8 +302,14 @@ class App:
         ctx = self._context()
         lim = self.config.limits
         shapes = self.config.ingress.enabled()
+        admin = self._admin(ctx)
+        dashboard = Dashboard(
+            DashboardContext(
+                self.traffic, self.notices, self.status, self.store.queue_summary, admin
+            )
+        )
         main = build_api_app(
-            ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes], self._admin(ctx)
+            ctx, lim.max_request_bytes, [SHAPES[name] for name in shapes], admin, dashboard
         )
         self._runner = web.AppRunner(main, access_log=None, handle_signals=False)
         await self._runner.setup()

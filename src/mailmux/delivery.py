@@ -35,6 +35,7 @@ from mailmux.spool.base import (
     MessageState,
     Store,
 )
+from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import COUNTS_AGAINST_HEALTH, AttemptResult, Outcome, Vendor
 
 log = logging.getLogger("mailmux.delivery")
@@ -110,6 +111,7 @@ class Deliverer:
         monotonic: Callable[[], float] = time.monotonic,
         metrics: Recorder = NO_METRICS,
         notices: NoticeBoard | None = None,
+        traffic: TrafficHistory | None = None,
     ) -> None:
         self.vendors = vendors
         self.routes = tuple(routes)
@@ -124,6 +126,8 @@ class Deliverer:
         self.notices = notices if notices is not None else NoticeBoard()
         #: Losing attempts of hedges, still under way after their message was answered.
         self._losers: set[asyncio.Future[None]] = set()
+        #: Accepted attempts per vendor per second, for the dashboard's chart.
+        self.traffic = traffic if traffic is not None else TrafficHistory(vendors, clock=wall_clock)
         #: Each vendor's latest failure in its own words, for `mailmux status`.
         self.last_errors: dict[str, str] = {}
 
@@ -479,6 +483,8 @@ class Deliverer:
         latency = self._monotonic() - started
         self.health.record(name, admission, attempt.outcome, latency)
         self.metrics.attempt(name, attempt.outcome, latency)
+        if attempt.outcome is Outcome.ACCEPTED:
+            self.traffic.sent(name)
         if log.isEnabledFor(logging.DEBUG):  # one line per attempt, formatted only when on
             log.debug(
                 "attempt %s via %s: %s",

@@ -72,15 +72,15 @@ class AdminApi:
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def guarded(request: web.Request) -> web.Response:
-            who = self._who(request)
+            who = self.who(request)
             if isinstance(who, web.Response):
                 return who
             return await handler(request, who)
 
         return guarded
 
-    def _who(self, request: web.Request) -> str | web.Response:
-        """The caller's name for the audit, or the 401/403 answer."""
+    def who(self, request: web.Request) -> str | web.Response:
+        """The caller's name for the audit, or the 401/403 answer (the dashboard's too)."""
         keys = self.ctx.admin_keys()
         if not keys:
             if self.ctx.loopback:
@@ -166,9 +166,15 @@ class AdminApi:
         return json_response({"events": await self.ctx.control.audit(limit)})
 
     async def _vendors(self) -> dict[str, Any]:
-        """Each vendor: configured and effective weight, its overrides, health, last error."""
+        return self.vendors_report(await self.ctx.status())
+
+    def vendors_report(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Each vendor: configured and effective weight, its overrides, health, last error.
+
+        Built from a `status()` the caller already has, so the dashboard
+        reads the status once per second for both its own fields and these.
+        """
         control = self.ctx.control
-        status = await self.ctx.status()
         routes = control.routes()
         share = shares(routes)
         configured = {r.vendor: r.weight for r in control.config_routes}

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mailmux.ingress.admin import AdminApi
 from mailmux.ingress.api import Api, ApiContext
+from mailmux.ingress.dashboard import Dashboard
 from mailmux.ingress.shaped import ShapedIngress
 from mailmux.vendors.inbound import Shape
 
@@ -17,12 +18,17 @@ def build_api_app(
     max_request_bytes: int,
     shapes: Sequence[Shape] = (),
     admin: AdminApi | None = None,
+    dashboard: Dashboard | None = None,
 ) -> web.Application:
-    """The main listener's app: the native API, the ESP-shaped APIs that are on, the admin API."""
+    """The main listener's app: the native API, the ESP-shaped APIs that are on, the admin API
+    and the dashboard."""
     app = web.Application(client_max_size=max_request_bytes)
     app.add_routes(Api(ctx, max_request_bytes, shapes).routes())
     if admin is not None:
         app.add_routes(admin.routes())
+    if dashboard is not None:
+        app.add_routes(dashboard.routes())
+        app.on_shutdown.append(dashboard.on_shutdown)  # open streams end; the stop goes on
     for shape in shapes:
         app.add_routes(ShapedIngress(shape, ctx, max_request_bytes).routes())
     return app
