@@ -205,9 +205,10 @@ def problems(config: Config) -> list[tuple[str, str]]:
         unknown = _unknown_vendors(at, settings.vendors, settings.weights, vendors)
         found += unknown
         cls = book.get(name)
-        if not unknown and not routable(class_routes(routes, cls, None)):
+        allowed = class_routes(routes, cls, None)
+        if not unknown and not routable(allowed):
             setting = "vendors" if settings.weights is None else "weights"
-            found.append((f"{at}.{setting}", f"leaves no vendor to route to ({_shown(routes)})"))
+            found.append((f"{at}.{setting}", f"leaves no vendor to route to ({_shown(allowed)})"))
         found += _hedging(at, name, settings, ambiguous)
         lease = config.retry.lease_seconds
         if settings.attempt_timeout is not None and settings.attempt_timeout >= lease:

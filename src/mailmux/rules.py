@@ -49,7 +49,7 @@ domains are collected only when some rule asks for them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,17 @@ if TYPE_CHECKING:
 
 def _domain_of(address: Address) -> str:
     return address.email.rpartition("@")[2].lower()
+
+
+def _parents(domains: Iterable[str]) -> frozenset[str]:
+    """Every parent domain of `domains`: what a `*.parent` pattern matches them by."""
+    found: set[str] = set()
+    for domain in domains:
+        at = domain.find(".")
+        while at != -1:
+            found.add(domain[at + 1 :])
+            at = domain.find(".", at + 1)
+    return frozenset(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +94,53 @@ class Domains:
             frozenset(p[2:] for p in shown if p.startswith("*.")),
         )
 
-    def holds(self, domain: str) -> bool:
-        if domain in self.exact:
-            return True
-        if self.parents:
-            at = domain.find(".")
-            while at != -1:
-                if domain[at + 1 :] in self.parents:
-                    return True
-                at = domain.find(".", at + 1)
-        return False
+
+class Facts:
+    """What the rules ask about one message, worked out once for all of them (and only
+    what some rule asks: a message's domains are not looked at without domain rules)."""
+
+    __slots__ = ("client", "recipient_parents", "recipients", "sender", "sender_parents", "tags")
+
+    def __init__(self, message: Message, client: str | None, asks: Asks) -> None:
+        self.sender = self.sender_parents = _NOTHING
+        self.recipients = self.recipient_parents = _NOTHING
+        if asks.sender:
+            self.sender = frozenset((_domain_of(message.sender),))
+            if asks.sender_parents:
+                self.sender_parents = _parents(self.sender)
+        if asks.recipients:
+            self.recipients = frozenset(
+                [_domain_of(a) for group in (message.to, message.cc, message.bcc) for a in group]
+            )
+            if asks.recipient_parents:
+                self.recipient_parents = _parents(self.recipients)
+        self.tags = message.tags
+        self.client = client
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Asks:
+    """Which facts about a message some rule of a list needs."""
+
+    sender: bool = False
+    sender_parents: bool = False  # some sender pattern is `*.domain`
+    recipients: bool = False
+    recipient_parents: bool = False
+
+    @classmethod
+    def of(cls, matches: Iterable[Match]) -> Asks:
+        listed = list(matches)
+        senders = [m.sender_domains for m in listed if m.sender_domains is not None]
+        recipients = [m.recipient_domains for m in listed if m.recipient_domains is not None]
+        return cls(
+            sender=bool(senders),
+            sender_parents=any(d.parents for d in senders),
+            recipients=bool(recipients),
+            recipient_parents=any(d.parents for d in recipients),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,24 +168,26 @@ class Match:
             clients=names(match.client),
         )
 
-    def holds(
-        self,
-        traffic_class: str,
-        sender_domain: str,
-        recipient_domains: frozenset[str],
-        tags: tuple[str, ...],
-        client: str | None,
-    ) -> bool:
+    def holds(self, traffic_class: str, facts: Facts) -> bool:
         if self.classes is not None and traffic_class not in self.classes:
             return False
-        if self.clients is not None and client not in self.clients:
+        if self.clients is not None and facts.client not in self.clients:
             return False
-        if self.tags is not None and self.tags.isdisjoint(tags):
+        if self.tags is not None and self.tags.isdisjoint(facts.tags):
             return False
-        if self.sender_domains is not None and not self.sender_domains.holds(sender_domain):
+        # A domain matches an exact pattern, or a `*.` pattern by one of its parents.
+        sender = self.sender_domains
+        if (
+            sender is not None
+            and sender.exact.isdisjoint(facts.sender)
+            and sender.parents.isdisjoint(facts.sender_parents)
+        ):
             return False
         wanted = self.recipient_domains
-        return wanted is None or any(wanted.holds(d) for d in recipient_domains)
+        return wanted is None or not (
+            wanted.exact.isdisjoint(facts.recipients)
+            and wanted.parents.isdisjoint(facts.recipient_parents)
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The match as the config would write it (sets sorted)."""
@@ -212,7 +262,7 @@ class Rules:
 
     class_rules: tuple[Rule, ...] = ()
     route_rules: tuple[Rule, ...] = ()
-    needs_recipients: bool = False  # some rule matches recipient domains
+    asks: Asks = Asks()
 
     @classmethod
     def of(cls, rules: Iterable[Rule]) -> Rules:
@@ -220,7 +270,7 @@ class Rules:
         return cls(
             class_rules=tuple(r for r in listed if isinstance(r.action, SetClass)),
             route_rules=tuple(r for r in listed if not isinstance(r.action, SetClass)),
-            needs_recipients=any(r.match.recipient_domains is not None for r in listed),
+            asks=Asks.of(r.match for r in listed),
         )
 
     @classmethod
@@ -241,32 +291,21 @@ class Decision:
     route_rule: Rule | None = None  # the rule that chose vendors or weights; None: no rule
 
 
-_NO_DOMAINS: frozenset[str] = frozenset()
-
-
 def decide(message: Message, client: str | None, rules: Rules, book: ClassBook) -> Decision:
     """Resolve `message`'s class and pick the rule that shapes its plan (module docstring)."""
     cls = book.get(message.traffic_class)
     if not (rules.class_rules or rules.route_rules):
         return Decision(cls)
-    sender = _domain_of(message.sender)
-    recipients = _NO_DOMAINS
-    if rules.needs_recipients:
-        recipients = frozenset(
-            _domain_of(a) for group in (message.to, message.cc, message.bcc) for a in group
-        )
-    tags = message.tags
+    facts = Facts(message, client, rules.asks)
     class_rule = None
     for rule in rules.class_rules:
         action = rule.action
-        if isinstance(action, SetClass) and rule.match.holds(
-            cls.name, sender, recipients, tags, client
-        ):
+        if isinstance(action, SetClass) and rule.match.holds(cls.name, facts):
             class_rule = rule
             cls = book.get(action.traffic_class)
             break
     for rule in rules.route_rules:
-        if rule.match.holds(cls.name, sender, recipients, tags, client):
+        if rule.match.holds(cls.name, facts):
             return Decision(cls, class_rule, rule)
     return Decision(cls, class_rule)
 
@@ -279,7 +318,9 @@ def _narrowed(
     if vendors is not None:
         routes = tuple(r for r in routes if r.vendor in vendors)
     if weights is not None:
-        routes = tuple(replace(r, weight=weights.get(r.vendor, 0.0)) for r in routes)
+        routes = tuple(
+            Route(r.vendor, weights.get(r.vendor, 0.0), r.fallback, r.drained) for r in routes
+        )
     return routes
 
 
