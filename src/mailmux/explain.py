@@ -96,10 +96,11 @@ def explain(
     order = sorted(planned.vendors, key=lambda v: (-by_name[v].weight, place[v]))
     first_total = sum(by_name[v].weight for v in order)
     kept = set(by_name)
+    configured = {r.vendor: r.weight for r in config_routes}
     vendors = [
         {
             "name": r.vendor,
-            "configured_weight": next(c.weight for c in config_routes if c.vendor == r.vendor),
+            "configured_weight": configured[r.vendor],
             "weight": r.weight,
             "share": r.weight / first_total if r.vendor in order and first_total > 0 else 0.0,
             "fallback": r.fallback,
