@@ -655,7 +655,7 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
         "vendors.primary.wieght: unknown key (did you mean weight?)",
         "colour: unknown key (known keys: listen, store, node_id, api_keys, admin_keys, clients, "
         "ingress, smtp, limits, delivery, "
-        "health, retry, idempotency, metrics, reload, notify, vendors)",
+        "health, retry, idempotency, metrics, reload, notify, vendors, classes, rules)",
     ]
 
 

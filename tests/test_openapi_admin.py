@@ -285,6 +285,14 @@ async def test_every_operation_answers_as_documented(tmp_path: Path) -> None:
         _, report = await node.call("GET", "/admin/v1/status")
         assert report["config"]["reload_error"]["errors"] == refused["errors"]
 
+        route = {"from": "app@shop.example", "to": ["ana@gmail.com"], "class": "otp"}
+        status, explained = await node.call("POST", "/admin/v1/route", json=route)
+        assert status == 200 and explained["class"]["name"] == "otp", explained
+        status, answer = await node.call("POST", "/admin/v1/route", json={"to": 5})
+        assert (status, answer["error"]["code"]) == (400, "invalid_message")
+        status, answer = await node.call("POST", "/admin/v1/route", data=b"{")
+        assert (status, answer["error"]["code"]) == (400, "invalid_json")
+
         every = {
             (path, method.upper(), int(status))
             for path, item in DOC["paths"].items()

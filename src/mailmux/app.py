@@ -16,11 +16,13 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from mailmux.backoff import Backoff
+from mailmux.classes import ClassBook
 from mailmux.config import Config, ConfigError
 from mailmux.config_diff import RESTART_ONLY, RESTART_ONLY_RETRY, ConfigChange, diff
 from mailmux.config_values import split_listen
 from mailmux.control import Control
 from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
+from mailmux.explain import explain
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
 from mailmux.ingress.admin import AdminApi, AdminContext
@@ -31,7 +33,7 @@ from mailmux.ingress.dashboard import Dashboard, DashboardContext
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
-from mailmux.message import MessageLimits
+from mailmux.message import Message, MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.notices import NoticeBoard
 from mailmux.notify import Notifier
@@ -39,6 +41,7 @@ from mailmux.overrides import OverrideRefused
 from mailmux.reload import Reloader
 from mailmux.retry import Retrier, RetrierSettings
 from mailmux.routing import Route
+from mailmux.rules import Rules
 from mailmux.spool import open_store
 from mailmux.status import build_status
 from mailmux.traffic import TrafficHistory
@@ -111,6 +114,8 @@ class App:
         }
         self.health = Health(self.vendors, health_settings(config))
         self.routes = routes_from_config(config)
+        self.classes = ClassBook.from_config(config)
+        self.rules = Rules.from_config(config)
         #: Ejections, probes, recoveries, overrides and reloads, for the dashboard and webhooks.
         self.notices = NoticeBoard()
         #: Posts notices to `notify:` targets; without targets it holds no session and no task,
@@ -237,6 +242,8 @@ class App:
             base_delay=new.retry.base_delay, max_delay=new.retry.max_delay
         )
         self.control.reconfigure(routes)  # sets self.routes and the Deliverer's
+        self.classes = ClassBook.from_config(new)
+        self.rules = Rules.from_config(new)
         self.keys.update(new.api_keys, {n: c.key for n, c in new.clients.items()})
         self.notifier.update(new.notify)
         self.config = new
@@ -273,7 +280,21 @@ class App:
                 client_keys=ctx.keys,
                 loopback=self.config.is_loopback,
                 clock=ctx.clock,
+                explain=self._explain,
             )
+        )
+
+    def _explain(self, message: Message) -> dict[str, Any]:
+        """The plan `message` would get now: this config's rules and classes, the
+        overrides in force, the health of each vendor (for `mailmux route`)."""
+        return explain(
+            message,
+            rules=self.rules,
+            book=self.classes,
+            config_routes=self.control.config_routes,
+            overrides=self.control.active(),
+            now=time.time(),
+            availability=self.health.availability(),
         )
 
     def _context(self) -> ApiContext:

@@ -1,5 +1,5 @@
 """The operator's commands: `mailmux vendors`, `weights`, `drain`, `restore`, `pin`, `audit`,
-`reload`.
+`reload`, `route`.
 
 Each talks to a running mailmux's admin API (`--url` / `MAILMUX_URL`, key
 `--admin-key` / `MAILMUX_ADMIN_KEY`) and each change prints the effective
@@ -60,10 +60,16 @@ def split_line(vendors: Sequence[Mapping[str, Any]], now: float) -> str:
     return "split: " + ", ".join(parts)
 
 
-def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+def _table_lines(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    for line in _table_lines(rows):
+        print(line)
 
 
 def cmd_vendors(args: argparse.Namespace) -> int:
@@ -182,6 +188,90 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rule_text(rule: Mapping[str, Any]) -> str:
+    """`rules[1] (recipient_domain gmail.com) → vendors a, b`."""
+    match = rule["match"]
+    held = "; ".join(f"{k} {', '.join(v)}" for k, v in match.items()) or "every message"
+    if "class" in rule and isinstance(rule["class"], str):
+        action = f"class {rule['class']}"
+    elif "vendors" in rule:
+        action = "vendors " + ", ".join(rule["vendors"])
+    else:
+        action = "weights " + ", ".join(f"{v} {w:g}" for v, w in rule["weights"].items())
+    return f"rules[{rule['index']}] ({held}) → {action}"
+
+
+def _class_text(cls: Mapping[str, Any]) -> str:
+    parts = [f"priority {cls['priority']}"]
+    for key, label in (("deadline", "deadline"), ("attempt_timeout", "attempt timeout")):
+        if cls[key] is not None:
+            parts.append(f"{label} {cls[key]:g}s")
+    if cls["max_attempts"] is not None:
+        parts.append(f"at most {cls['max_attempts']} attempts")
+    parts.append(f"ambiguous {cls['ambiguous']}")
+    hedge = cls["hedge_after"]
+    if hedge is not None:
+        parts.append(f"hedged after {hedge if isinstance(hedge, str) else f'{hedge:g}s'}")
+    return ", ".join(parts)
+
+
+def route_lines(answer: Mapping[str, Any]) -> list[str]:
+    """The explanation of `POST /admin/v1/route` in a few lines (see `mailmux.explain`)."""
+    cls = answer["class"]
+    if answer["class_rule"] is not None:
+        how = f"set by {_rule_text(answer['class_rule'])}"
+    elif answer["requested_class"] != cls["name"]:
+        how = f"the default class: {answer['requested_class']!r} is not a configured class"
+    else:
+        how = "the message's own"
+    lines = [f"class: {cls['name']} ({how})", f"  {_class_text(cls)}"]
+    rule = answer["route_rule"]
+    lines.append(
+        "vendors: "
+        + ("no rule; the class's vendors" if rule is None else f"chosen by {_rule_text(rule)}")
+    )
+    rows = [("VENDOR", "WEIGHT", "SHARE", "STATE", "NOTE")]
+    for v in answer["vendors"]:
+        notes = []
+        if v["weight"] != v["configured_weight"]:
+            notes.append(f"configured {v['configured_weight']:g}")
+        if v["drained"]:
+            notes.append("hard-drained")
+        elif not v["in_plan"]:
+            notes.append("not in the plan")
+        elif v["weight"] == 0:
+            notes.append("fallback only")
+        rows.append(
+            (
+                v["name"],
+                f"{v['weight']:g}",
+                f"{v['share'] * 100:.0f}%",
+                v["state"],
+                ", ".join(notes),
+            )
+        )
+    lines += _table_lines(rows)
+    if answer["left_out"]:
+        lines.append("left out by the class or the rule: " + ", ".join(answer["left_out"]))
+    order = ", ".join(answer["order"]) or "none: no vendor is left to try"
+    lines.append(
+        f"order: {order}" + (" (panic: every vendor is ejected)" if answer["panic"] else "")
+    )
+    return lines
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"from": args.sender, "to": args.to}
+    for key, value in (("cc", args.cc), ("class", args.traffic_class), ("tags", args.tag)):
+        if value:
+            body[key] = value
+    if args.client:
+        body["client"] = args.client
+    for line in route_lines(_admin(args, "POST", "route", body)):
+        print(line)
+    return EXIT_OK
+
+
 def add_commands(sub: Any) -> None:
     """Register the commands on `mailmux`'s subparsers."""
 
@@ -225,3 +315,11 @@ def add_commands(sub: Any) -> None:
     audit.set_defaults(func=cmd_audit)
     reload = admin("reload", "re-read the config file; an invalid one is refused", change=False)
     reload.set_defaults(func=cmd_reload)
+    route = admin("route", "the plan a message would get, and which rule chose it", change=False)
+    route.add_argument("--from", dest="sender", required=True)
+    route.add_argument("--to", action="append", required=True)
+    route.add_argument("--cc", action="append")
+    route.add_argument("--class", dest="traffic_class")
+    route.add_argument("--tag", action="append", help="a tag of the message (repeatable)")
+    route.add_argument("--client", help="the configured client the message would come from")
+    route.set_defaults(func=cmd_route)

@@ -24,11 +24,10 @@ config stops mailmux before it accepts mail; it is never an attempt's outcome.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +44,8 @@ from pydantic import (
     model_validator,
 )
 
+from mailmux.config_classes import ClassConfig, RuleConfig
+from mailmux.config_classes import problems as class_and_rule_problems
 from mailmux.config_notify import NotifyTarget
 from mailmux.config_smtp import SmtpConfig
 from mailmux.config_sources import (
@@ -58,10 +59,18 @@ from mailmux.config_sources import (
     substitute,
 )
 from mailmux.config_values import (
+    AmbiguousPolicyName,
+    ClassName,
+    ClientName,
     Count,
+    Finite,
+    Seconds,
+    Text,
+    VendorName,
     checked_listen,
     is_loopback,
     null_words,
+    one_of,
     split_listen,
 )
 
@@ -149,33 +158,6 @@ VENDOR_KINDS: Mapping[str, VendorKind] = MappingProxyType(
     }
 )
 
-AmbiguousPolicyName = Literal["resend", "assume_sent"]
-
-
-def _one_of(choices: Iterable[str]) -> BeforeValidator:
-    allowed = tuple(choices)
-
-    def check(value: object) -> object:
-        if not isinstance(value, str) or value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)} (got {show_value(value)})")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _finite_number(value: object) -> object:
-    """Refuse NaN and infinity up front: NaN fails every bound with a misleading message."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number (got {show_value(value)})")
-    try:
-        number = float(value) if isinstance(value, str | int | float) else None
-    except (ValueError, OverflowError):
-        return value  # pydantic says what is wrong with it
-    if number is not None and not math.isfinite(number):
-        raise ValueError(f"must be a finite number (got {show_value(value)})")
-    return value
-
-
 _SIZE = re.compile(r"(\d+)\s*([kmg]i?b|b)?", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {
     "b": 1,
@@ -203,17 +185,6 @@ def _parse_size(value: object) -> object:
     return int(number) * _SIZE_UNITS[(unit or "b").lower()]
 
 
-def _name_rule(pattern: str, what: str) -> Callable[[str], str]:
-    compiled = re.compile(pattern)
-
-    def check(name: str) -> str:
-        if compiled.fullmatch(name) is None:
-            raise ValueError(f"{what} must match {pattern} (got {name!r})")
-        return name
-
-    return check
-
-
 def _http_url(value: str) -> str:
     """Adapters append their paths, so the trailing slash is dropped."""
     scheme, _, rest = value.partition("://")
@@ -222,12 +193,7 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-_Finite = BeforeValidator(_finite_number)
-Seconds = Annotated[float, _Finite, Field(gt=0)]
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(ge=1)]
-Text = Annotated[str, Field(min_length=1)]
-VendorName = Annotated[str, AfterValidator(_name_rule(r"[a-z0-9_]+", "vendor names"))]
-ClassName = Annotated[str, AfterValidator(_name_rule(r"[a-z0-9_-]+", "traffic class names"))]
 
 
 class _Section(BaseModel):
@@ -278,7 +244,7 @@ class DeliverySettings(_Section):
     attempt_timeout: Seconds = 10.0  # one attempt against one vendor
     # traffic class (or "default") → what an ambiguous outcome means for it
     ambiguous: Annotated[
-        Mapping[ClassName, Annotated[AmbiguousPolicyName, _one_of(get_args(AmbiguousPolicyName))]],
+        Mapping[ClassName, Annotated[AmbiguousPolicyName, one_of(get_args(AmbiguousPolicyName))]],
         AfterValidator(_with_default_policy),
     ] = Field(default_factory=lambda: _with_default_policy({}))
 
@@ -289,7 +255,7 @@ class HealthConfig(_Section):
     consecutive_failures: Count = 5
     window_seconds: Seconds = 30.0
     min_requests: Count = 20
-    failure_rate: Annotated[float, _Finite, Field(gt=0, le=1)] = 0.5
+    failure_rate: Annotated[float, Finite, Field(gt=0, le=1)] = 0.5
     latency_p90_seconds: Annotated[Seconds | None, BeforeValidator(null_words)] = 2.0
     base_ejection_seconds: Seconds = 30.0
     max_ejection_seconds: Seconds = 300.0
@@ -336,8 +302,8 @@ class ReloadConfig(_Section):
 class VendorConfig(_Section):
     """One ESP account. Rules that depend on `kind` come from VENDOR_KINDS."""
 
-    kind: Annotated[str, _one_of(VENDOR_KINDS)]
-    weight: Annotated[float, _Finite, Field(ge=0)]
+    kind: Annotated[str, one_of(VENDOR_KINDS)]
+    weight: Annotated[float, Finite, Field(ge=0)]
     fallback: bool = True  # false: a weight-0 vendor is never used, not even when others fail
     pool_size: Count = 100
     connect_timeout: Seconds = 5.0
@@ -388,9 +354,6 @@ def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorCo
             "at least one vendor needs weight > 0, otherwise no vendor would ever be tried first"
         )
     return vendors
-
-
-ClientName = Annotated[str, AfterValidator(_name_rule(r"[A-Za-z0-9_.-]{1,128}", "client names"))]
 
 
 class ClientConfig(_Section):
@@ -457,6 +420,10 @@ class Config(_Section):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     notify: tuple[NotifyTarget, ...] = ()  # webhooks for ejections, recoveries, overrides
     vendors: Annotated[Mapping[VendorName, VendorConfig], AfterValidator(_check_vendors)]
+    # Traffic classes (built-ins otp, transactional, bulk, and the config's own) and the
+    # ordered routing rules; see mailmux.classes and mailmux.rules.
+    classes: Mapping[ClassName, ClassConfig] = Field(default_factory=dict)
+    rules: tuple[RuleConfig, ...] = ()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -499,6 +466,13 @@ class Config(_Section):
             first = seen.setdefault(key, path)
             if first != path:
                 problems.append((path, f"the same key as {first}: a key must name one client"))
+        if problems:
+            raise Violations(*problems)
+        return self
+
+    @model_validator(mode="after")
+    def _classes_and_rules_fit(self) -> Config:
+        problems = class_and_rule_problems(self)
         if problems:
             raise Violations(*problems)
         return self

@@ -284,13 +284,15 @@ def _keys_at(location: Location, root: type[BaseModel]) -> list[str]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
             continue
-        values = [arg for arg in get_args(annotation) if arg is not Ellipsis]
-        if values and isinstance(values[-1], type) and issubclass(values[-1], BaseModel):
-            next(steps, None)  # the mapping's key (a vendor name) or the list's index
-            model = values[-1]
+        inner = [
+            a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if inner:
+            next(steps, None)  # the mapping's key (e.g. a vendor name) or the list's index
+            model = inner[-1]
             continue
         return []
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def show_value(value: object) -> str:

@@ -8,10 +8,12 @@ configuration, which in turn imports that section.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from typing import Annotated
+from collections.abc import Callable, Iterable
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from mailmux.config_sources import show_value
 
@@ -31,6 +33,43 @@ def null_words(value: object) -> object:
 
 
 Count = Annotated[int, BeforeValidator(whole_number), Field(ge=1)]
+
+
+def finite_number(value: object) -> object:
+    """Refuse NaN and infinity up front: NaN fails every bound with a misleading message."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number (got {show_value(value)})")
+    try:
+        number = float(value) if isinstance(value, str | int | float) else None
+    except (ValueError, OverflowError):
+        return value  # pydantic says what is wrong with it
+    if number is not None and not math.isfinite(number):
+        raise ValueError(f"must be a finite number (got {show_value(value)})")
+    return value
+
+
+def one_of(choices: Iterable[str]) -> BeforeValidator:
+    """A string setting with a fixed set of values, refused in the file's words."""
+    allowed = tuple(choices)
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (got {show_value(value)})")
+        return value
+
+    return BeforeValidator(check)
+
+
+def name_rule(pattern: str, what: str) -> Callable[[str], str]:
+    """A check that a name (of a vendor, a class, a client) matches `pattern`."""
+    compiled = re.compile(pattern)
+
+    def check(name: str) -> str:
+        if compiled.fullmatch(name) is None:
+            raise ValueError(f"{what} must match {pattern} (got {name!r})")
+        return name
+
+    return check
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -70,3 +109,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+Finite = BeforeValidator(finite_number)
+Seconds = Annotated[float, Finite, Field(gt=0)]
+Text = Annotated[str, Field(min_length=1)]
+VendorName = Annotated[str, AfterValidator(name_rule(r"[a-z0-9_]+", "vendor names"))]
+ClassName = Annotated[str, AfterValidator(name_rule(r"[a-z0-9_-]+", "traffic class names"))]
+ClientName = Annotated[str, AfterValidator(name_rule(r"[A-Za-z0-9_.-]{1,128}", "client names"))]
+AmbiguousPolicyName = Literal["resend", "assume_sent"]

@@ -15,10 +15,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import NamedTuple
 
 from mailmux.backoff import Backoff
+from mailmux.classes import AmbiguousPolicy as AmbiguousPolicy  # its home before classes.py
 from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted
 from mailmux.message import Message, from_payload, to_payload
 from mailmux.metrics import NO_METRICS, Recorder
@@ -46,13 +46,6 @@ HEDGE_WITHOUT_P90 = 1.0
 
 #: Seconds kept free at the end of a lease to write the result before the lease runs out.
 LEASE_MARGIN = 1.0
-
-
-class AmbiguousPolicy(StrEnum):
-    """What to do when a request reached a vendor but its answer was lost."""
-
-    RESEND = "resend"  # try the next vendor: never loses mail, may duplicate it
-    ASSUME_SENT = "assume_sent"  # count it as sent: never duplicates, may lose it
 
 
 @dataclass(frozen=True, slots=True)

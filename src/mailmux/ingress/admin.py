@@ -1,4 +1,4 @@
-"""The admin API under `/admin/v1/`: status, vendors, overrides, audit.
+"""The admin API under `/admin/v1/`: status, vendors, overrides, audit, reload, route.
 
 Authentication. With `admin_keys` configured, every admin route needs
 `Authorization: Bearer <admin key>`; a client key (`api_keys`, `clients`) is
@@ -24,9 +24,11 @@ import orjson
 from aiohttp import web
 
 from mailmux.control import Control, build_overrides
+from mailmux.explain import route_request
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi_admin import ADMIN_OPENAPI
+from mailmux.message import InvalidMessage, Message
 from mailmux.overrides import OverrideRefused, parse_duration, shares
 from mailmux.reload import ReloadResult
 from mailmux.vendors.inbound import Credential
@@ -50,6 +52,7 @@ class AdminContext:
     client_keys: ClientKeys
     loopback: bool  # the main listener is on loopback: no admin key is needed then
     clock: Callable[[], float]
+    explain: Callable[[Message], dict[str, Any]]  # the plan a message would get, step by step
 
 
 class AdminApi:
@@ -68,6 +71,7 @@ class AdminApi:
             web.post("/admin/v1/reload", guard(self.post_reload)),
             # Open like /v1/openapi.json: it describes the API, it opens none of it.
             web.get("/admin/v1/openapi.json", self.get_openapi),
+            web.post("/admin/v1/route", guard(self.post_route)),
         ]
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -156,6 +160,25 @@ class AdminApi:
             f"config {result.path} refused; the running config stays: {result.errors[0]}",
             extra=result.to_json(),
         )
+
+    async def post_route(self, request: web.Request, who: str) -> web.Response:
+        """`{from, to, cc, class, tags, client}` → the plan such a message would get, and why."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as err:
+            return error_response(400, "invalid_json", f"the body is not JSON: {err}")
+        try:
+            message = route_request(body)
+        except InvalidMessage as err:
+            return error_response(
+                400,
+                "invalid_message",
+                "; ".join(map(str, err.errors)),
+                details=[
+                    {"path": e.path, "code": e.code, "message": e.message} for e in err.errors
+                ],
+            )
+        return json_response(self.ctx.explain(message))
 
     async def get_audit(self, request: web.Request, who: str) -> web.Response:
         try:

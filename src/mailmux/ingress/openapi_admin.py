@@ -199,6 +199,52 @@ def _reload_refused() -> Schema:
     )
 
 
+def _route_request() -> Schema:
+    """The message to explain: its envelope and what rules match on, no body."""
+    addresses = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    return {
+        "type": "object",
+        "required": ["from", "to"],
+        "properties": {
+            "from": {"type": "string", "description": "the sender's address"},
+            "to": addresses,
+            "cc": addresses,
+            "class": {"type": "string", "description": "the class the message would ask for"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "client": {"type": "string", "description": "the client (ingress key) it comes from"},
+        },
+    }
+
+
+def _explanation() -> Schema:
+    """`explain.explain`: the resolved class, the rules that decided, each vendor's part."""
+    rule = {"anyOf": [{"type": "object"}, {"type": "null"}]}
+    vendor = closed(
+        {
+            "name": {"type": "string"},
+            "configured_weight": {"type": "number"},
+            "weight": {"type": "number", "description": "after class, rule and overrides"},
+            "share": {"type": "number", "minimum": 0, "maximum": 1},
+            "fallback": {"type": "boolean"},
+            "drained": {"type": "boolean"},
+            "state": {"enum": ["available", "probe", "ejected"]},
+            "in_plan": {"type": "boolean"},
+        }
+    )
+    return closed(
+        {
+            "class": {"type": "object", "description": "the traffic class and its settings"},
+            "requested_class": {"type": "string"},
+            "class_rule": {**rule, "description": "the rule that set the class, if any"},
+            "route_rule": {**rule, "description": "the rule that chose vendors or weights"},
+            "vendors": {"type": "array", "items": vendor},
+            "left_out": {"type": "array", "items": {"type": "string"}},
+            "order": {"type": "array", "items": {"type": "string"}},
+            "panic": {"type": "boolean"},
+        }
+    )
+
+
 def _override_request() -> Schema:
     """The body of POST /admin/v1/overrides (`control.build_overrides`), one kind each."""
     common: Schema = {
@@ -447,6 +493,25 @@ def admin_openapi_document() -> Schema:
                             ref("ReloadRefused"),
                             "refused: every error, with the file's path; nothing changed",
                         ),
+                    },
+                }
+            },
+            "/admin/v1/route": {
+                "post": {
+                    "operationId": "explainRoute",
+                    "summary": "The plan a message would get now, and which rule chose it "
+                    "(`mailmux route`); nothing is sent",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _route_request()}},
+                    },
+                    "responses": {
+                        "200": answer(_explanation(), "the class, the rules and each vendor"),
+                        "400": answer(
+                            error_body("invalid_json", "invalid_message"),
+                            "not JSON, or not a message: details lists every problem",
+                        ),
+                        **_GUARD,
                     },
                 }
             },
