@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from mailmux.backoff import Backoff
+from mailmux.classes import ClassBook
 from mailmux.delivery import Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.message import Address, Message, to_payload
 from mailmux.routing import RandomSource, Route
+from mailmux.rules import Rules
 from mailmux.spool.base import Event, EventKind, MessageRecord, MessageState
 from mailmux.spool.sqlite import SqliteStore
+from mailmux.steering import Steering
 from mailmux.vendors.base import AttemptResult, Outcome, Vendor
 
 T0 = 1_700_000_000.0  # the fake wall clock's start (epoch seconds)
@@ -179,6 +182,7 @@ def make_rig(
     rng: RandomSource | None = None,
     health_settings: HealthSettings | None = None,
     deliverer_type: type[Deliverer] = Deliverer,
+    classes: ClassBook | None = None,
 ) -> Rig:
     """Wire vendors in the given order; the first has weight 1 and the rest are
     weight-0 fallbacks unless `weights` says otherwise, so plans are predictable."""
@@ -201,6 +205,7 @@ def make_rig(
         rng=rng,
         wall_clock=wall,
         monotonic=monotonic,
+        steering=None if classes is None else Steering(classes, Rules.of(()), routes),
     )
     return Rig(store, by_name, routes, wall, monotonic, health, deliverer, policy, backoff, rng)
 

@@ -132,11 +132,8 @@ def test_a_name_only_the_old_key_lists_is_a_class_as_before() -> None:
     assert "default" not in classes
 
 
-def test_ambiguous_policy_moved_but_delivery_still_answers_per_class() -> None:
+def test_ambiguous_policy_moved_and_delivery_still_names_it() -> None:
     assert delivery.AmbiguousPolicy is AmbiguousPolicy
-    policy = delivery.DeliveryPolicy(ambiguous={"bulk": AmbiguousPolicy.ASSUME_SENT})
-    assert policy.ambiguous_for("bulk") is AmbiguousPolicy.ASSUME_SENT
-    assert policy.ambiguous_for("otp") is AmbiguousPolicy.RESEND
 
 
 # ---------------------------------------------------------------- deadlines

@@ -29,6 +29,7 @@ from fakes import (
 )
 
 from mailmux.backoff import Backoff
+from mailmux.classes import ClassBook
 from mailmux.delivery import AmbiguousPolicy, DeliveryPolicy
 from mailmux.health import Admission, HealthSettings, HealthState
 from mailmux.message import from_payload
@@ -226,7 +227,7 @@ async def test_ambiguous_resends_by_default(
         store,
         [ScriptedVendor("a", ambiguous()), ScriptedVendor("b", accepted("esp-b"))],
         wall=wall,
-        policy=DeliveryPolicy(ambiguous=ambiguous_policy),
+        classes=ClassBook.build({}, {k: v.value for k, v in ambiguous_policy.items()}),
     )
 
     receipt = await rig.deliverer.submit(make_message(traffic_class="transactional"))
@@ -246,7 +247,7 @@ async def test_ambiguous_assumed_sent_for_its_class(
         store,
         [ScriptedVendor("a", ambiguous()), ScriptedVendor("b", accepted())],
         wall=wall,
-        policy=DeliveryPolicy(ambiguous=ambiguous_policy),
+        classes=ClassBook.build({}, {k: v.value for k, v in ambiguous_policy.items()}),
     )
 
     receipt = await rig.deliverer.submit(make_message(traffic_class="otp"))
@@ -703,9 +704,9 @@ async def test_a_retry_notes_its_attempt_before_sending(
 async def test_an_attempt_in_doubt_is_assumed_sent_under_assume_sent(
     store: SqliteStore, wall: FakeClock
 ) -> None:
-    policy = DeliveryPolicy(ambiguous={"default": AmbiguousPolicy.ASSUME_SENT})
+    classes = ClassBook.build({}, {"default": "assume_sent"})
     a = ScriptedVendor("a", on_send=crash)
-    rig = make_rig(store, [a], wall=wall, policy=policy)
+    rig = make_rig(store, [a], wall=wall, classes=classes)
     leased = await crashed_mid_attempt(rig, "a")
     a.on_send = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from fakes import (
     spool,
 )
 
-from mailmux.delivery import DeliveryPolicy
+from mailmux.classes import BUILT_IN, ClassBook
 from mailmux.health import Admission
 from mailmux.message import Message
 from mailmux.spool.base import EventKind, Leased, MessageState
@@ -63,7 +64,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 def rig(store: SqliteStore, *vendors: Vendor, hedge: float | str = HEDGE) -> Rig:
-    return make_rig(store, vendors, wall=FakeClock(T0), policy=DeliveryPolicy(hedge={"otp": hedge}))
+    otp = replace(BUILT_IN["otp"], hedge_after=hedge)
+    classes = ClassBook({**BUILT_IN, "otp": otp})
+    return make_rig(store, vendors, wall=FakeClock(T0), classes=classes)
 
 
 async def events_of(

@@ -21,7 +21,7 @@ from mailmux.config import Config, ConfigError
 from mailmux.config_diff import RESTART_ONLY, RESTART_ONLY_RETRY, ConfigChange, diff
 from mailmux.config_values import split_listen
 from mailmux.control import Control
-from mailmux.delivery import AmbiguousPolicy, Deliverer, DeliveryPolicy
+from mailmux.delivery import Deliverer, DeliveryPolicy
 from mailmux.explain import explain
 from mailmux.health import Health, HealthSettings
 from mailmux.idempotency import IdempotencyGuard
@@ -44,6 +44,7 @@ from mailmux.routing import Route
 from mailmux.rules import Rules
 from mailmux.spool import open_store
 from mailmux.status import build_status
+from mailmux.steering import Steering
 from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import Vendor
 from mailmux.vendors.registry import build_vendor
@@ -82,7 +83,6 @@ def delivery_policy(config: Config) -> DeliveryPolicy:
             if v.attempt_timeout is not None
         },
         max_age=config.retry.max_age,
-        ambiguous={k: AmbiguousPolicy(v) for k, v in config.delivery.ambiguous.items()},
     )
 
 
@@ -143,6 +143,7 @@ class App:
             metrics=self.metrics,
             notices=self.notices,
             traffic=self.traffic,
+            steering=Steering(self.classes, self.rules, self.routes),
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -241,9 +242,9 @@ class App:
         self.deliverer.backoff = Backoff(
             base_delay=new.retry.base_delay, max_delay=new.retry.max_delay
         )
-        self.control.reconfigure(routes)  # sets self.routes and the Deliverer's
         self.classes = ClassBook.from_config(new)
         self.rules = Rules.from_config(new)
+        self.control.reconfigure(routes)  # sets the routes and the steering
         self.keys.update(new.api_keys, {n: c.key for n, c in new.clients.items()})
         self.notifier.update(new.notify)
         self.config = new
@@ -265,9 +266,12 @@ class App:
         task.add_done_callback(self._retiring.discard)
 
     def _route(self, routes: tuple[Route, ...]) -> None:
-        """Overrides changed: the next message is planned over `routes` (one assignment)."""
+        """Overrides or config changed: the next message is steered by them (assignments only)."""
         self.routes = routes
         self.deliverer.routes = routes
+        self.deliverer.steering = Steering(
+            self.classes, self.rules, self.control.config_routes, self.control.active(), time.time()
+        )
 
     def _admin(self, ctx: ApiContext) -> AdminApi:
         return AdminApi(

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from mailmux.backoff import Backoff
 from mailmux.classes import AmbiguousPolicy as AmbiguousPolicy  # its home before classes.py
+from mailmux.classes import TrafficClass, effective_deadline
 from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted
 from mailmux.message import Message, from_payload, to_payload
 from mailmux.metrics import NO_METRICS, Recorder
@@ -35,6 +36,7 @@ from mailmux.spool.base import (
     MessageState,
     Store,
 )
+from mailmux.steering import Steer, Steering
 from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import COUNTS_AGAINST_HEALTH, AttemptResult, Outcome, Vendor
 
@@ -53,16 +55,6 @@ class DeliveryPolicy:
     attempt_timeout: float = 10.0
     vendor_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-vendor overrides
     max_age: float = 72 * 3600.0  # a queued message without a deadline expires after this
-    ambiguous: Mapping[str, AmbiguousPolicy] = field(default_factory=dict)
-    #: traffic class → hedge delay: seconds, or "p90" (the first vendor's recent p90 latency)
-    hedge: Mapping[str, float | str] = field(default_factory=dict)
-
-    def hedge_for(self, traffic_class: str) -> float | str | None:
-        return self.hedge.get(traffic_class)
-
-    def ambiguous_for(self, traffic_class: str) -> AmbiguousPolicy:
-        policy = self.ambiguous.get(traffic_class) or self.ambiguous.get("default")
-        return policy or AmbiguousPolicy.RESEND
 
 
 class _Verdict(NamedTuple):
@@ -105,9 +97,13 @@ class Deliverer:
         metrics: Recorder = NO_METRICS,
         notices: NoticeBoard | None = None,
         traffic: TrafficHistory | None = None,
+        steering: Steering | None = None,
     ) -> None:
         self.vendors = vendors
+        #: The config's routes with the overrides in force, as status and metrics show them.
         self.routes = tuple(routes)
+        #: Each message's class and routes (classes, rules, overrides); the App replaces it.
+        self.steering = steering if steering is not None else Steering.plain(routes)
         self.health = health
         self.store = store
         self.policy = policy
@@ -132,10 +128,17 @@ class Deliverer:
         """
         message_id = new_message_id()
         now = self._wall()
-        received = Event(message_id, now, EventKind.RECEIVED, None, _received_detail(message))
-        result = await self._try_plan(message_id, message, avoid=None, expiry=message.deadline)
+        steer = self.steering.steer(message)
+        cls = steer.traffic_class
+        detail = _received_detail(message, steer)
+        deadline = effective_deadline(cls, message.deadline, now)
+        if cls.name != message.traffic_class or deadline != message.deadline:
+            # Kept with the message: its retries are steered by the class it was given here.
+            message = replace(message, traffic_class=cls.name, deadline=deadline)
+        received = Event(message_id, now, EventKind.RECEIVED, None, detail)
+        result = await self._try_plan(message_id, message, steer, avoid=None, expiry=deadline)
         events = [received, *result.events]
-        verdict = self._conclude(message_id, result, events)
+        verdict = self._conclude(message_id, result, events, cls, result.attempts)
         next_at = None
         if verdict is None:
             next_at = self._schedule(
@@ -177,6 +180,7 @@ class Deliverer:
         """
         record = leased.record
         message = from_payload(leased.payload)
+        steer = self.steering.steer(message)
         expiry = record.deadline
         if expiry is None:
             expiry = record.created_at + self.policy.max_age
@@ -189,7 +193,7 @@ class Deliverer:
         async def note(vendor: str) -> None:
             await self.store.begin_attempt(record.id, owner=owner, vendor=vendor, at=self._wall())
 
-        if doubt is not None and self._assumes_sent(message):
+        if doubt is not None and steer.traffic_class.ambiguous is AmbiguousPolicy.ASSUME_SENT:
             ambiguous = AttemptResult(Outcome.AMBIGUOUS, reason=_IN_DOUBT)
             result = _Round(decided=ambiguous, vendor=doubt.vendor)
         elif self._wall() >= expiry:
@@ -199,7 +203,9 @@ class Deliverer:
                 result = await self._try_plan(
                     record.id,
                     message,
+                    steer,
                     avoid=avoid,
+                    made=record.attempts + len(doubted),
                     expiry=expiry,
                     stop_by=leased.lease_until - LEASE_MARGIN,
                     before_send=note,
@@ -209,7 +215,7 @@ class Deliverer:
                 return record.state
         events = [*doubted, *result.events]
         attempts = record.attempts + result.attempts + len(doubted)
-        verdict = self._conclude(record.id, result, events)
+        verdict = self._conclude(record.id, result, events, steer.traffic_class, attempts)
         next_at = None
         if verdict is None:
             next_at = self._schedule(
@@ -235,7 +241,14 @@ class Deliverer:
             self.metrics.message(final.state, record.traffic_class)
         return final.state
 
-    def _conclude(self, message_id: str, result: _Round, events: list[Event]) -> _Verdict | None:
+    def _conclude(
+        self,
+        message_id: str,
+        result: _Round,
+        events: list[Event],
+        cls: TrafficClass,
+        attempts: int,
+    ) -> _Verdict | None:
         """The terminal state this round led to (its event appended), or None: it must wait."""
         now = self._wall()
         decided = result.decided
@@ -255,6 +268,10 @@ class Deliverer:
             reason = "deadline passed before any vendor accepted the message"
             events.append(Event(message_id, now, EventKind.EXPIRED, None, {"reason": reason}))
             return _Verdict(MessageState.EXPIRED, reason=reason)
+        if cls.max_attempts is not None and attempts >= cls.max_attempts:
+            reason = f"gave up after {attempts} attempts, the most class {cls.name} allows"
+            events.append(Event(message_id, now, EventKind.FAILED, None, {"reason": reason}))
+            return _Verdict(MessageState.FAILED, reason=reason)
         return None
 
     def _schedule(
@@ -278,15 +295,19 @@ class Deliverer:
         self,
         message_id: str,
         message: Message,
+        steer: Steer,
         *,
         avoid: str | None,
         expiry: float | None,
+        made: int = 0,
         stop_by: float | None = None,
         before_send: Callable[[str], Awaitable[None]] | None = None,
     ) -> _Round:
         """Try the planned vendors in order until one decides the message's fate.
 
-        `expiry` is the message's deadline: passing it expires the message.
+        `steer` is the message's class and routes. `expiry` is the message's
+        deadline: passing it expires the message. `made` attempts were made in
+        earlier rounds (the class's `max_attempts` counts them all).
         `stop_by` is the end of this node's lease on it: no attempt may run past
         it, or the Retrier (here or on another node) could lease and send the
         message again while this attempt is still going; the rest of the plan
@@ -295,7 +316,8 @@ class Deliverer:
         """
         result = _Round()
         # One reading of what a reload may swap: the round finishes on what it started with.
-        routes, vendors, policy = self.routes, self.vendors, self.policy
+        routes, vendors, policy = steer.routes, self.vendors, self.policy
+        cls = steer.traffic_class
         chosen = plan(message, routes, self.health.availability(), self.rng, avoid=avoid)
         if chosen.panic:
             log.warning(
@@ -308,13 +330,16 @@ class Deliverer:
         # Hedging (first attempts only: a retry notes each attempt before it goes out, and
         # one note cannot cover two requests at once): once the first attempt has run for
         # the hedge delay, the next vendor is asked alongside; the first acceptance wins.
-        hedge = None if before_send is not None else policy.hedge_for(message.traffic_class)
+        hedge = None if before_send is not None else cls.hedge_after
+        budget = None if cls.max_attempts is None else cls.max_attempts - made
         running: tuple[str, asyncio.Task[tuple[AttemptResult, float]]] | None = None
         for name in chosen.vendors:
             now = self._wall()
             if expiry is not None and now >= expiry:
                 result.deadline_passed = True
                 break
+            if budget is not None and result.attempts + (running is not None) >= budget:
+                break  # the class allows no more attempts
             vendor = vendors[name]
             exclusive = _exclusive_to_other(message, vendor)
             if exclusive is not None:  # not an attempt: nothing is asked of the vendor
@@ -328,6 +353,8 @@ class Deliverer:
                 await before_send(name)
                 now = self._wall()
             timeout = policy.vendor_timeouts.get(name, policy.attempt_timeout)
+            if cls.attempt_timeout is not None:
+                timeout = min(timeout, cls.attempt_timeout)
             if expiry is not None:
                 timeout = min(timeout, expiry - now)
             if stop_by is not None:
@@ -338,7 +365,7 @@ class Deliverer:
             call = self._attempt(name, vendor, admission, message_id, message, timeout)
             if running is not None:  # the hedge: both run, the first acceptance decides
                 second = (name, asyncio.ensure_future(call))
-                if await self._race(result, running, second, message_id, message):
+                if await self._race(result, running, second, message_id, message, cls):
                     return result
                 running = None
                 continue
@@ -351,11 +378,11 @@ class Deliverer:
                 attempt, latency = task.result()
             else:
                 attempt, latency = await call
-            if self._took(result, name, attempt, latency, message_id, message):
+            if self._took(result, name, attempt, latency, message_id, message, cls):
                 return result
         if running is not None:  # no second vendor could be asked: wait for the first
             attempt, latency = await running[1]
-            if self._took(result, running[0], attempt, latency, message_id, message):
+            if self._took(result, running[0], attempt, latency, message_id, message, cls):
                 return result
         if expiry is not None and self._wall() >= expiry:
             result.deadline_passed = True
@@ -369,6 +396,7 @@ class Deliverer:
         latency: float,
         message_id: str,
         message: Message,
+        cls: TrafficClass,
     ) -> bool:
         """Add one attempt to the round; whether it decided the message's fate."""
         result.attempts += 1
@@ -382,7 +410,7 @@ class Deliverer:
         if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
             result.decided = attempt
             return True
-        if attempt.outcome is Outcome.AMBIGUOUS and self._assumes_sent(message):
+        if attempt.outcome is Outcome.AMBIGUOUS and cls.ambiguous is AmbiguousPolicy.ASSUME_SENT:
             result.decided = attempt
             return True
         if attempt.retry_after is not None:
@@ -396,6 +424,7 @@ class Deliverer:
         second: tuple[str, asyncio.Task[tuple[AttemptResult, float]]],
         message_id: str,
         message: Message,
+        cls: TrafficClass,
     ) -> bool:
         """Two attempts under way: take outcomes as they come until one decides.
 
@@ -410,7 +439,9 @@ class Deliverer:
             done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 attempt, latency = task.result()
-                decided = self._took(result, names[task], attempt, latency, message_id, message)
+                decided = self._took(
+                    result, names[task], attempt, latency, message_id, message, cls
+                )
                 raced.append(len(result.events) - 1)
                 if decided:
                     for index in raced:
@@ -451,10 +482,6 @@ class Deliverer:
         timeout), so their outcomes are recorded before the store closes."""
         while self._losers:
             await asyncio.gather(*list(self._losers), return_exceptions=True)
-
-    def _assumes_sent(self, message: Message) -> bool:
-        policy = self.policy.ambiguous_for(message.traffic_class)
-        return policy is AmbiguousPolicy.ASSUME_SENT
 
     async def _attempt(
         self,
@@ -568,8 +595,13 @@ def _hedged(event: Event, *, won: bool) -> Event:
     return replace(event, detail={**event.detail, "hedge": "won" if won else "lost"})
 
 
-def _received_detail(message: Message) -> dict[str, object]:
-    detail: dict[str, object] = {"class": message.traffic_class}
+def _received_detail(message: Message, steer: Steer) -> dict[str, object]:
+    detail: dict[str, object] = {"class": steer.traffic_class.name}
+    if steer.traffic_class.name != message.traffic_class:
+        detail["requested_class"] = message.traffic_class
+    for said, rule in (("class_rule", steer.class_rule), ("route_rule", steer.rule)):
+        if rule is not None:
+            detail[said] = rule.index
     if message.original is not None:
         detail["ingress"] = message.original.shape
     if message.client is not None:
