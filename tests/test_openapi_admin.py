@@ -285,6 +285,8 @@ async def test_every_operation_answers_as_documented(tmp_path: Path) -> None:
         _, report = await node.call("GET", "/admin/v1/status")
         assert report["config"]["reload_error"]["errors"] == refused["errors"]
 
+        status, warmup = await node.call("GET", "/admin/v1/warmup")
+        assert status == 200 and warmup["schedules"] == []
         route = {"from": "app@shop.example", "to": ["ana@gmail.com"], "class": "otp"}
         status, explained = await node.call("POST", "/admin/v1/route", json=route)
         assert status == 200 and explained["class"]["name"] == "otp", explained

@@ -46,10 +46,12 @@ from mailmux.spool import open_store
 from mailmux.status import build_status
 from mailmux.steering import Steering
 from mailmux.traffic import TrafficHistory
+from mailmux.usage_writer import UsageWriter
 from mailmux.vendors.base import Vendor
 from mailmux.vendors.registry import build_vendor
 from mailmux.vendors.sandbox import SandboxVendor
 from mailmux.vendors.shapes import SHAPES
+from mailmux.warmup import DailyUsage, schedules_from, warmup_status
 
 log = logging.getLogger("mailmux")
 
@@ -156,6 +158,10 @@ class App:
             ),
             owner=config.node_id,
         )
+        #: Today's messages per vendor (warm-up caps, daily quotas), written behind to the store.
+        self.usage = DailyUsage()
+        self.usage_writer = UsageWriter(self.usage, self.store)
+        self._usage_task: asyncio.Task[None] | None = None
         self.keys = ClientKeys(config.api_keys, {n: c.key for n, c in config.clients.items()})
         self.control = Control(self.routes, self.store, self._route, time.time, self.notices)
         self.reloader = Reloader(
@@ -186,6 +192,13 @@ class App:
         kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
         counts = await self.store.count_by_state()
         return build_status(self.routes, kinds, self.health, counts, self.deliverer.last_errors)
+
+    def warmup(self) -> dict[str, Any]:
+        """Today's UTC day and each configured warm-up schedule on it (`mailmux warmup`)."""
+        return {
+            "day": self.usage.today().isoformat(),
+            "schedules": warmup_status(schedules_from(self.config.vendors), self.usage),
+        }
 
     def _swap(self, new: Config) -> ConfigChange:
         """Swap a valid config in, all at once (no await): the next message sees all of it.
@@ -285,6 +298,7 @@ class App:
                 loopback=self.config.is_loopback,
                 clock=ctx.clock,
                 explain=self._explain,
+                warmup=self.warmup,
             )
         )
 
@@ -323,6 +337,8 @@ class App:
         await self.store.open()
         await self.notifier.start()  # before load, so an override expired meanwhile is told
         await self.control.load()
+        await self.usage_writer.load()
+        self._usage_task = asyncio.create_task(self.usage_writer.run(), name="mailmux-usage")
         self._retrier_task = asyncio.create_task(self.retrier.run(), name="mailmux-retrier")
         ctx = self._context()
         lim = self.config.limits
@@ -426,6 +442,14 @@ class App:
             task.cancel()
         for vendor in [*self.vendors.values(), *self._retired]:
             await vendor.close()
+        if self._usage_task is not None:
+            self._usage_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._usage_task
+            try:
+                await self.usage_writer.flush()
+            except Exception:
+                log.exception("writing the usage counters at stop failed; today's last counts lost")
         await self.store.close()
 
 

@@ -1,5 +1,5 @@
 """The operator's commands: `mailmux vendors`, `weights`, `drain`, `restore`, `pin`, `audit`,
-`reload`, `route`.
+`reload`, `route`, `warmup`.
 
 Each talks to a running mailmux's admin API (`--url` / `MAILMUX_URL`, key
 `--admin-key` / `MAILMUX_ADMIN_KEY`) and each change prints the effective
@@ -272,6 +272,54 @@ def cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ramp_day(schedule: Mapping[str, Any]) -> str:
+    """`3/30`, `in 5 days` (before its start), `done`, or `-` for a min share alone."""
+    day, days = schedule["day"], schedule["ramp_days"]
+    if day is None:
+        return "-"
+    if day < 1:
+        return f"in {1 - day} day" + ("s" if day < 0 else "")
+    return f"{day}/{days}" if day <= days else "done"
+
+
+def _min_share(schedule: Mapping[str, Any]) -> str:
+    wanted, today = schedule["min_share"], schedule["share"]
+    if wanted is None:
+        return "-"
+    return f"{wanted * 100:g}%" + ("" if today is None else f" (today {today * 100:.1f}%)")
+
+
+def warmup_rows(schedules: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """The `mailmux warmup` table: one row per schedule under a header."""
+    rows: list[tuple[str, ...]] = [
+        ("VENDOR", "START", "DAY", "CAP TODAY", "SENT TODAY", "DAYS LEFT", "MIN SHARE")
+    ]
+    for s in schedules:
+        sent = str(s["sent"]) + (f" (+{s['in_flight']} in flight)" if s["in_flight"] else "")
+        rows.append(
+            (
+                s["vendor"],
+                s["start"] or "-",
+                _ramp_day(s),
+                "none" if s["cap"] is None else str(s["cap"]),
+                sent,
+                str(s["days_left"]),
+                _min_share(s),
+            )
+        )
+    return rows
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    answer = _admin(args, "GET", "warmup")
+    if not answer["schedules"]:
+        print("no warm-up schedules configured (vendors.<name>.warmup)")
+        return EXIT_OK
+    print(f"UTC day {answer['day']}")
+    _print_table(warmup_rows(answer["schedules"]))
+    return EXIT_OK
+
+
 def add_commands(sub: Any) -> None:
     """Register the commands on `mailmux`'s subparsers."""
 
@@ -323,3 +371,7 @@ def add_commands(sub: Any) -> None:
     route.add_argument("--tag", action="append", help="a tag of the message (repeatable)")
     route.add_argument("--client", help="the configured client the message would come from")
     route.set_defaults(func=cmd_route)
+    warmup = admin(
+        "warmup", "warm-up schedules: day, today's cap, sent today, days left", change=False
+    )
+    warmup.set_defaults(func=cmd_warmup)

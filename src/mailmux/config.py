@@ -46,6 +46,7 @@ from pydantic import (
 
 from mailmux.config_classes import ClassConfig, RuleConfig
 from mailmux.config_classes import problems as class_and_rule_problems
+from mailmux.config_limits import RateLimit, WarmupConfig
 from mailmux.config_notify import NotifyTarget
 from mailmux.config_smtp import SmtpConfig
 from mailmux.config_sources import (
@@ -321,6 +322,8 @@ class VendorConfig(_Section):
     username: Text | None = None  # SMTP AUTH, with password
     password: Text | None = Field(default=None, repr=False)
     tls: Literal["none", "starttls", "implicit"] | None = None  # default starttls
+    rate_limit: RateLimit | None = None  # what the ESP allows: per second, burst, per day
+    warmup: WarmupConfig | None = None  # daily caps from a start date, a minimum share
 
     @model_validator(mode="before")
     @classmethod
@@ -345,6 +348,14 @@ class VendorConfig(_Section):
             raise Violations(*broken)
         return self
 
+    @model_validator(mode="after")
+    def _min_share_usable(self) -> VendorConfig:
+        if self.warmup and self.warmup.min_share and self.weight == 0 and not self.fallback:
+            raise Violations(
+                ("warmup.min_share", "a vendor with weight 0 and fallback: false is never used")
+            )
+        return self
+
 
 def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorConfig]:
     if not vendors:
@@ -352,6 +363,13 @@ def _check_vendors(vendors: Mapping[str, VendorConfig]) -> Mapping[str, VendorCo
     if not any(vendor.weight > 0 for vendor in vendors.values()):
         raise ValueError(
             "at least one vendor needs weight > 0, otherwise no vendor would ever be tried first"
+        )
+    shares = {n: v.warmup.min_share for n, v in vendors.items() if v.warmup and v.warmup.min_share}
+    if sum(shares.values()) >= 1:
+        listed = ", ".join(f"{n} {s:g}" for n, s in shares.items())
+        raise ValueError(
+            "the warm-up min_shares must sum below 1, leaving a share to the weights "
+            f"(got {listed})"
         )
     return vendors
 

@@ -5,8 +5,8 @@ removed, their settings), weights and fallbacks, health thresholds, attempt
 timeouts and the ambiguous policy, back-off and `max_age`, and every key
 (`api_keys`, `clients`, `admin_keys`). A vendor whose connection settings
 changed (its kind, key, URL, ...) is *replaced*: a new client, fresh health;
-one whose weight, fallback or attempt timeout changed is the same vendor with
-its health history kept.
+one whose weight, fallback, attempt timeout, rate limit or warm-up schedule
+changed is the same vendor with its health history kept.
 
 Listeners, the store, the node id, request limits and the Retrier's pacing
 are bound when the node starts: a change to them is reported as needing a
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from mailmux.config import Config, VendorConfig
 
 #: VendorConfig fields a vendor keeps its client and its health history through.
-ROUTING_FIELDS = frozenset({"weight", "fallback", "attempt_timeout"})
+ROUTING_FIELDS = frozenset({"weight", "fallback", "attempt_timeout", "rate_limit", "warmup"})
 #: Top-level sections and settings bound at start (`retry.*` listed one by one below).
 RESTART_ONLY = (
     "listen",
@@ -43,7 +43,7 @@ class ConfigChange:
     added: tuple[str, ...] = ()  # vendors new in the file: fresh health
     removed: tuple[str, ...] = ()  # vendors gone: no new attempts, in-flight ones finish
     replaced: tuple[str, ...] = ()  # connection settings changed: new client, fresh health
-    retuned: tuple[str, ...] = ()  # weight, fallback or attempt timeout changed
+    retuned: tuple[str, ...] = ()  # weight, fallback, attempt timeout, limits or warm-up changed
     restart_needed: tuple[str, ...] = ()  # settings this reload did not apply
     other: bool = False  # something else that applies live changed (health, keys, back-off)
 

@@ -1,4 +1,5 @@
-"""The admin API under `/admin/v1/`: status, vendors, overrides, audit, reload, route.
+"""The admin API under `/admin/v1/`: status, vendors, overrides, audit, reload, route,
+warm-up.
 
 Authentication. With `admin_keys` configured, every admin route needs
 `Authorization: Bearer <admin key>`; a client key (`api_keys`, `clients`) is
@@ -53,6 +54,7 @@ class AdminContext:
     loopback: bool  # the main listener is on loopback: no admin key is needed then
     clock: Callable[[], float]
     explain: Callable[[Message], dict[str, Any]]  # the plan a message would get, step by step
+    warmup: Callable[[], dict[str, Any]]  # today's UTC day and each warm-up schedule on it
 
 
 class AdminApi:
@@ -72,6 +74,7 @@ class AdminApi:
             # Open like /v1/openapi.json: it describes the API, it opens none of it.
             web.get("/admin/v1/openapi.json", self.get_openapi),
             web.post("/admin/v1/route", guard(self.post_route)),
+            web.get("/admin/v1/warmup", guard(self.get_warmup)),
         ]
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -187,6 +190,9 @@ class AdminApi:
             return error_response(400, "bad_request", "limit must be an integer")
         limit = max(1, min(limit, MAX_AUDIT_LIMIT))
         return json_response({"events": await self.ctx.control.audit(limit)})
+
+    async def get_warmup(self, request: web.Request, who: str) -> web.Response:
+        return json_response(self.ctx.warmup())
 
     async def _vendors(self) -> dict[str, Any]:
         return self.vendors_report(await self.ctx.status())

@@ -245,6 +245,40 @@ def _explanation() -> Schema:
     )
 
 
+def _warmup() -> Schema:
+    """Today's UTC day and each warm-up schedule on it (`warmup.warmup_status`)."""
+    count = {"type": "integer", "minimum": 0}
+    schedule = closed(
+        {
+            "vendor": {"type": "string"},
+            "start": {**NULLABLE_STRING, "description": "the ramp's day 1 (a date); null: none"},
+            "day": {
+                "anyOf": [{"type": "integer"}, {"type": "null"}],
+                "description": "the ramp's day today (1 is start; 0 or below: before it)",
+            },
+            "ramp_days": count,
+            "cap": {
+                "anyOf": [count, {"type": "null"}],
+                "description": "today's cap; null: none",
+            },
+            "sent": count,
+            "in_flight": count,
+            "days_left": count,
+            "min_share": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "share": {
+                "anyOf": [{"type": "number"}, {"type": "null"}],
+                "description": "its share of today's messages; null: none sent today",
+            },
+        }
+    )
+    return closed(
+        {
+            "day": {"type": "string", "description": "the UTC day, YYYY-MM-DD"},
+            "schedules": {"type": "array", "items": schedule},
+        }
+    )
+
+
 def _override_request() -> Schema:
     """The body of POST /admin/v1/overrides (`control.build_overrides`), one kind each."""
     common: Schema = {
@@ -513,6 +547,14 @@ def admin_openapi_document() -> Schema:
                         ),
                         **_GUARD,
                     },
+                }
+            },
+            "/admin/v1/warmup": {
+                "get": {
+                    "operationId": "getWarmup",
+                    "summary": "Each warm-up schedule today: day, cap, sent, days left, min share "
+                    "(`mailmux warmup`)",
+                    "responses": {"200": answer(_warmup(), "today's schedules"), **_GUARD},
                 }
             },
             "/admin/v1/openapi.json": {

@@ -1,4 +1,4 @@
-"""The Store interface: what the Deliverer and Retrier need from durable storage.
+"""The Store interface: what the Deliverer, Retrier and warm-up need from durable storage.
 
 One interface, several stores (SQLite now, PostgreSQL later). Callers only see
 records and events; how a store reaches durability (group commit, one fsync
@@ -220,6 +220,19 @@ class Store(ABC):
         Read at every metrics scrape, so it must stay cheap while most rows are
         sent: it looks at queued rows only, never the whole table.
         """
+
+    @abstractmethod
+    async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Durably add `counts` (messages sent, keyed by vendor and UTC day "YYYY-MM-DD") to
+        the stored usage counters, in one transaction.
+
+        The counters are increments, never overwritten, so several nodes writing
+        their own counts to one store add up instead of losing each other's.
+        """
+
+    @abstractmethod
+    async def usage(self, day: str) -> dict[str, int]:
+        """Messages sent per vendor on the UTC day `day` ("YYYY-MM-DD"), as stored."""
 
     @abstractmethod
     async def flush(self) -> None:

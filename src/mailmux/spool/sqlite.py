@@ -76,6 +76,10 @@ write-behind insert cannot raise once it has returned, so if its key turns out
 to be taken at commit time the message (already sent) is stored without the
 key and a warning is logged.
 
+Usage counters. `add_usage` is a durable write like `update`: one upsert per
+(vendor, day) that adds to the stored count (`sent = sent + ?`), so the counts
+of several writers add up; `usage` reads a day's rows on the loop like `get`.
+
 Overrides and the audit trail. `save_overrides` is a durable write like
 `update`: the overrides and their audit event commit in one transaction. The
 store keeps each override as opaque JSON under its key, so the override's
@@ -183,6 +187,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             previous TEXT NOT NULL
         )""",
     ),
+    (
+        # Messages sent per vendor per UTC day ("YYYY-MM-DD"), for warm-up caps and daily
+        # quotas. Only ever incremented, so several nodes can add to one row.
+        """CREATE TABLE usage (
+            vendor TEXT NOT NULL,
+            day TEXT NOT NULL,
+            sent INTEGER NOT NULL,
+            PRIMARY KEY (vendor, day)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -229,6 +243,9 @@ _INSERT_AUDIT = (
 )
 _SELECT_AUDIT = """SELECT id, at, who, action, reason, what, previous FROM
     (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id"""
+_ADD_USAGE = """INSERT INTO usage (vendor, day, sent) VALUES (?, ?, ?)
+    ON CONFLICT (vendor, day) DO UPDATE SET sent = sent + excluded.sent"""
+_SELECT_USAGE = "SELECT vendor, sent FROM usage WHERE day = ? ORDER BY vendor"
 # The `messages_due` index starts with state: only the queued rows are visited.
 _QUEUED = "SELECT count(*), min(created_at) FROM messages WHERE state = 'queued'"
 
@@ -606,6 +623,14 @@ class SqliteStore(Store):
         )
         return int(count), oldest
 
+    async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
+        if counts:
+            await self._submit(_add_usage, counts)
+
+    async def usage(self, day: str) -> dict[str, int]:
+        rows = self._require().reader.execute(_SELECT_USAGE, (day,)).fetchall()
+        return dict(rows)
+
     async def flush(self) -> None:
         await self._submit(_nothing)
 
@@ -892,6 +917,10 @@ def _save_overrides(
             orjson.dumps(list(audit.previous)).decode(),
         ),
     )
+
+
+def _add_usage(cur: sqlite3.Cursor, counts: Mapping[tuple[str, str], int]) -> None:
+    cur.executemany(_ADD_USAGE, [(vendor, day, n) for (vendor, day), n in counts.items()])
 
 
 def _release(cur: sqlite3.Cursor, owner: str) -> int:
