@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mailmux.backoff import Backoff
+from mailmux.capacity import Capacity
 from mailmux.classes import ClassBook
+from mailmux.config_limits import RateLimit
 from mailmux.delivery import Deliverer, DeliveryPolicy
 from mailmux.health import Health, HealthSettings
 from mailmux.message import Address, Message, to_payload
@@ -26,6 +28,7 @@ from mailmux.spool.base import Event, EventKind, MessageRecord, MessageState
 from mailmux.spool.sqlite import SqliteStore
 from mailmux.steering import Steering
 from mailmux.vendors.base import AttemptResult, Outcome, Vendor
+from mailmux.warmup import DailyUsage, WarmupSchedule
 
 T0 = 1_700_000_000.0  # the fake wall clock's start (epoch seconds)
 M0 = 5_000.0  # the fake monotonic clock's start
@@ -183,9 +186,12 @@ def make_rig(
     health_settings: HealthSettings | None = None,
     deliverer_type: type[Deliverer] = Deliverer,
     classes: ClassBook | None = None,
+    limits: Mapping[str, RateLimit] | None = None,
+    schedules: Mapping[str, WarmupSchedule] | None = None,
 ) -> Rig:
     """Wire vendors in the given order; the first has weight 1 and the rest are
-    weight-0 fallbacks unless `weights` says otherwise, so plans are predictable."""
+    weight-0 fallbacks unless `weights` says otherwise, so plans are predictable.
+    `limits` and `schedules` count on a DailyUsage read with the rig's clocks."""
     by_name = {v.name: v for v in vendors}
     names = list(by_name)
     weights = weights or {name: 1.0 if i == 0 else 0.0 for i, name in enumerate(names)}
@@ -206,6 +212,9 @@ def make_rig(
         wall_clock=wall,
         monotonic=monotonic,
         steering=None if classes is None else Steering(classes, Rules.of(()), routes),
+        capacity=Capacity(
+            limits or {}, schedules or {}, DailyUsage(wall), clock=monotonic, wall=wall
+        ),
     )
     return Rig(store, by_name, routes, wall, monotonic, health, deliverer, policy, backoff, rng)
 

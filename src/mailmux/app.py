@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from mailmux.backoff import Backoff
+from mailmux.capacity import Capacity
 from mailmux.classes import ClassBook
 from mailmux.config import Config, ConfigError
 from mailmux.config_diff import RESTART_ONLY, RESTART_ONLY_RETRY, ConfigChange, diff
@@ -33,6 +34,7 @@ from mailmux.ingress.dashboard import Dashboard, DashboardContext
 from mailmux.ingress.listener import Listener, fit_file_limit
 from mailmux.ingress.server import ServerLimits
 from mailmux.ingress.smtp_server import SmtpServer, SmtpSettings
+from mailmux.limiter import limits_from
 from mailmux.message import Message, MessageLimits
 from mailmux.metrics import NO_METRICS, Metrics, Recorder
 from mailmux.notices import NoticeBoard
@@ -115,6 +117,12 @@ class App:
             name: build_vendor(name, vc) for name, vc in config.vendors.items()
         }
         self.health = Health(self.vendors, health_settings(config))
+        #: Today's messages per vendor (warm-up caps, daily quotas), written behind to the store.
+        self.usage = DailyUsage()
+        self.usage_writer = UsageWriter(self.usage, self.store)
+        self._usage_task: asyncio.Task[None] | None = None
+        #: Rate limits, quotas and warm-up schedules over `usage`.
+        self.capacity = Capacity.from_config(config, self.usage)
         self.routes = routes_from_config(config)
         self.classes = ClassBook.from_config(config)
         self.rules = Rules.from_config(config)
@@ -146,6 +154,7 @@ class App:
             notices=self.notices,
             traffic=self.traffic,
             steering=Steering(self.classes, self.rules, self.routes),
+            capacity=self.capacity,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -158,10 +167,6 @@ class App:
             ),
             owner=config.node_id,
         )
-        #: Today's messages per vendor (warm-up caps, daily quotas), written behind to the store.
-        self.usage = DailyUsage()
-        self.usage_writer = UsageWriter(self.usage, self.store)
-        self._usage_task: asyncio.Task[None] | None = None
         self.keys = ClientKeys(config.api_keys, {n: c.key for n, c in config.clients.items()})
         self.control = Control(self.routes, self.store, self._route, time.time, self.notices)
         self.reloader = Reloader(
@@ -197,7 +202,7 @@ class App:
         """Today's UTC day and each configured warm-up schedule on it (`mailmux warmup`)."""
         return {
             "day": self.usage.today().isoformat(),
-            "schedules": warmup_status(schedules_from(self.config.vendors), self.usage),
+            "schedules": warmup_status(self.capacity.schedules, self.usage),
         }
 
     def _swap(self, new: Config) -> ConfigChange:
@@ -255,6 +260,7 @@ class App:
         self.deliverer.backoff = Backoff(
             base_delay=new.retry.base_delay, max_delay=new.retry.max_delay
         )
+        self.capacity.reconcile(limits_from(new.vendors), schedules_from(new.vendors))
         self.classes = ClassBook.from_config(new)
         self.rules = Rules.from_config(new)
         self.control.reconfigure(routes)  # sets the routes and the steering

@@ -130,7 +130,7 @@ def class_names(
 class ClassBook:
     """The traffic classes of one config; iterates in priority order (most urgent first)."""
 
-    __slots__ = ("_by_name", "_default", "_ordered")
+    __slots__ = ("_by_name", "_default", "_ordered", "lowest_priority")
 
     def __init__(self, classes: Mapping[str, TrafficClass]) -> None:
         if DEFAULT_TRAFFIC_CLASS not in classes:
@@ -138,6 +138,8 @@ class ClassBook:
         self._by_name = dict(classes)
         self._default = classes[DEFAULT_TRAFFIC_CLASS]
         self._ordered = tuple(sorted(classes.values(), key=lambda c: (-c.priority, c.name)))
+        #: The priority of the least urgent class: its messages never take urgent capacity.
+        self.lowest_priority = self._ordered[-1].priority
 
     @classmethod
     def build(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from mailmux.backoff import Backoff
+from mailmux.capacity import Capacity
 from mailmux.classes import AmbiguousPolicy as AmbiguousPolicy  # its home before classes.py
 from mailmux.classes import TrafficClass, effective_deadline
 from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted
@@ -76,6 +77,8 @@ class _Round:
     deadline_passed: bool = False
     unsupported: list[tuple[str, str]] = field(default_factory=list)  # (vendor, why it can't)
     carriable: bool = False  # some vendor in the plan was skipped or answered otherwise
+    waiting: list[str] = field(default_factory=list)  # left out at a limit, quota or cap now
+    over_cap: tuple[str, ...] = ()  # planned past their warm-up cap: their attempts say so
     events: list[Event] = field(default_factory=list)
 
 
@@ -98,6 +101,8 @@ class Deliverer:
         notices: NoticeBoard | None = None,
         traffic: TrafficHistory | None = None,
         steering: Steering | None = None,
+        capacity: Capacity | None = None,
+        on_spooled: Callable[[float], None] | None = None,
     ) -> None:
         self.vendors = vendors
         #: The config's routes with the overrides in force, as status and metrics show them.
@@ -105,6 +110,10 @@ class Deliverer:
         #: Each message's class and routes (classes, rules, overrides); the App replaces it.
         self.steering = steering if steering is not None else Steering.plain(routes)
         self.health = health
+        #: Rate limits, quotas and warm-up schedules; the App reconciles it on a reload.
+        self.capacity = capacity if capacity is not None else Capacity.unlimited()
+        #: Told the due time of each message spooled, so the Retrier can look in time.
+        self.on_spooled = on_spooled
         self.store = store
         self.policy = policy
         self.backoff = backoff
@@ -165,6 +174,8 @@ class Deliverer:
             await self.store.insert(record, events, durable=False)
         else:
             await self.store.insert(record, events, payload=to_payload(message), durable=True)
+            if self.on_spooled is not None:
+                self.on_spooled(next_at)
         self.metrics.message(verdict.state, message.traffic_class)
         decided = result.decided
         return Receipt.from_record(record, None if decided is None else decided.passed_through)
@@ -283,9 +294,16 @@ class Deliverer:
         events: list[Event],
         kind: EventKind,
     ) -> float:
-        """When to retry (never later than the deadline); appends the `kind` event."""
+        """When to retry (never later than the deadline); appends the `kind` event.
+
+        A round that asked no vendor because those it could use were at their
+        limits waits only until one of them can take a message, not a back-off.
+        """
         now = self._wall()
-        next_at = now + self.backoff.delay(max(attempts, 1), self.rng, result.retry_after)
+        delay = self.backoff.delay(max(attempts, 1), self.rng, result.retry_after)
+        if result.waiting and not result.attempts:
+            delay = min(delay, self.capacity.wait_time(result.waiting, urgent=False))
+        next_at = now + delay
         if deadline is not None:
             next_at = min(next_at, deadline)
         events.append(Event(message_id, now, kind, None, {"next_attempt_at": next_at}))
@@ -313,12 +331,32 @@ class Deliverer:
         message again while this attempt is still going; the rest of the plan
         waits for the next retry. `before_send(vendor)` runs before each
         request goes out; if it raises, nothing more is sent.
+
+        Capacity: vendors at a rate limit, quota or ESP-told wait are left out
+        of the plan (`waiting`), and vendors past today's warm-up cap go last.
+        Each attempt takes its unit of capacity before anything is awaited, so
+        a caller that checked `Capacity.wait_time` and then started this
+        round sees the unit gone on its next check (the Retrier paces so).
+        Urgent capacity (the limiter's reserve) is for first attempts of any
+        class above the least urgent one: a retried backlog never takes it.
         """
         result = _Round()
         # One reading of what a reload may swap: the round finishes on what it started with.
-        routes, vendors, policy = steer.routes, self.vendors, self.policy
+        vendors, policy, capacity = self.vendors, self.policy, self.capacity
+        routes = capacity.warm(steer.routes)
         cls = steer.traffic_class
-        chosen = plan(message, routes, self.health.availability(), self.rng, avoid=avoid)
+        urgent = before_send is None and cls.priority > self.steering.book.lowest_priority
+        chosen = plan(
+            message,
+            routes,
+            self.health.availability(),
+            self.rng,
+            avoid=avoid,
+            full=capacity.full(urgent=urgent),
+            capped=capacity.capped(),
+        )
+        result.waiting = list(chosen.waiting)
+        result.over_cap = chosen.over_cap
         if chosen.panic:
             log.warning(
                 "every vendor is ejected: routing %s by weight anyway (panic)",
@@ -345,12 +383,21 @@ class Deliverer:
             if exclusive is not None:  # not an attempt: nothing is asked of the vendor
                 result.unsupported.append((name, exclusive))
                 continue
+            if not capacity.take(name, urgent=urgent, over_cap=name in chosen.over_cap):
+                result.carriable = True  # at its limit since the plan was made: later
+                result.waiting.append(name)
+                continue
             admission = Admission.PANIC if chosen.panic else self.health.admit(name)
             if admission is None:
+                capacity.give_back(name)
                 result.carriable = True  # skipped, not asked: it might carry it later
                 continue
             if before_send is not None:
-                await before_send(name)
+                try:
+                    await before_send(name)
+                except BaseException:
+                    capacity.give_back(name)
+                    raise
                 now = self._wall()
             timeout = policy.vendor_timeouts.get(name, policy.attempt_timeout)
             if cls.attempt_timeout is not None:
@@ -359,6 +406,8 @@ class Deliverer:
                 timeout = min(timeout, expiry - now)
             if stop_by is not None:
                 if now >= stop_by:
+                    capacity.give_back(name)
+                    self.health.skip(name, admission)
                     result.carriable = True  # not asked: the next retry will
                     break
                 timeout = min(timeout, stop_by - now)
@@ -402,6 +451,9 @@ class Deliverer:
         result.attempts += 1
         result.vendor = name
         event = _attempt_event(message_id, self._wall(), name, attempt, latency, message)
+        if name in result.over_cap:
+            # Recorded: the warm-up cap was exceeded because no other vendor could take it.
+            event = replace(event, detail={**event.detail, "over_cap": True})
         result.events.append(event)
         if attempt.outcome is Outcome.UNSUPPORTED:
             result.unsupported.append((name, attempt.reason))
@@ -501,7 +553,11 @@ class Deliverer:
             )
             attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")
         latency = self._monotonic() - started
-        self.health.record(name, admission, attempt.outcome, latency)
+        self.capacity.settle(name, attempt.outcome, attempt.retry_after)
+        if attempt.outcome is Outcome.RATE_LIMITED and attempt.retry_after is not None:
+            self.health.skip(name, admission)  # the limiter skips it until then instead
+        else:
+            self.health.record(name, admission, attempt.outcome, latency)
         self.metrics.attempt(name, attempt.outcome, latency)
         if attempt.outcome is Outcome.ACCEPTED:
             self.traffic.sent(name)

@@ -284,11 +284,8 @@ class Health:
         v = self._vendors.get(vendor)
         if v is None:  # removed by a reload while the attempt was under way
             return
-        if outcome is Outcome.UNSUPPORTED:
-            # Nothing was sent, so there is no evidence either way; a probe slot it held is
-            # handed back (the ejection is already over, so the next admit probes again).
-            if admission is Admission.PROBE and v.state is HealthState.PROBING:
-                v.state = HealthState.EJECTED
+        if outcome is Outcome.UNSUPPORTED:  # nothing was sent: no evidence either way
+            self.skip(vendor, admission)
             return
         now = self._clock()
         failed = outcome in COUNTS_AGAINST_HEALTH
@@ -315,6 +312,14 @@ class Health:
         elif admission is Admission.PANIC and not failed and not slow:
             self._recover(v, now)
         # Otherwise: a stale NORMAL attempt, or a failure under panic: only a sample.
+
+    def skip(self, vendor: str, admission: Admission) -> None:
+        """An attempt that says nothing of the vendor's health (nothing was sent, or the ESP
+        throttled it with a retry-after, which the Limiter takes over): a probe slot it held
+        is handed back (the ejection is already over, so the next admit probes again)."""
+        v = self._vendors.get(vendor)
+        if v is not None and admission is Admission.PROBE and v.state is HealthState.PROBING:
+            v.state = HealthState.EJECTED
 
     def stats(self) -> list[VendorStats]:
         now = self._clock()

@@ -48,6 +48,7 @@ from mailmux.warmup import DailyUsage, next_midnight
 URGENT_RESERVE = 0.05
 #: How soon to look again when the day's quota is held by attempts still in flight.
 SETTLE_POLL = 0.1
+_NONE: frozenset[str] = frozenset()
 _EPS = 1e-9  # refills are float sums: 0.1 s at 10/s may come to 0.9999999999 tokens
 
 
@@ -97,6 +98,8 @@ class Limiter:
 
     def unavailable(self, *, urgent: bool = True) -> frozenset[str]:
         """Vendors that cannot take one more (urgent, by default) message right now."""
+        if not (self._blocked or self._buckets or self._per_day):
+            return _NONE  # nothing limited: the common case costs one test
         now = self._clock()
         out = [v for v, until in self._blocked.items() if until > now]
         for vendor, b in self._buckets.items():  # b.level(now) < b.need(urgent), inlined
