@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,104 +19,15 @@ import aiohttp
 import pytest
 import yaml
 from harness import MailmuxProcess, eventually, fast_config
+from node_kit import ADMIN_KEY, AUTH, BODY, Node, node
 
 from mailmux import cli
 from mailmux.app import App
 from mailmux.config import load_config
 from mailmux.emulator.faults import Faults
-from mailmux.emulator.server import Emulator
 from mailmux.notices import NoticeKind
 
-CLIENT_KEY = "client-key-reload-0123"
-ADMIN_KEY = "admin-key-reload-4567"
-AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 WAIT = 10.0  # the bound on every wait in these tests
-BODY = {"from": "app@shop.example", "to": ["user@example.net"], "subject": "s", "text": "t"}
-
-
-class Node:
-    """A running App from `path`, with its emulators (one per vendor, by name)."""
-
-    def __init__(self, app: App, path: Path, emulators: Mapping[str, Emulator]) -> None:
-        self.app = app
-        self.path = path
-        self.emulators = dict(emulators)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.app.port}"
-
-    def write(self, weights: Mapping[str, float], **sections: Any) -> None:
-        """Rewrite the config file with these vendors and weights (emulators must exist)."""
-        self.path.write_text(yaml.safe_dump(document(self.path, self.emulators, weights, sections)))
-
-    async def admin(self, method: str, path: str) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.request(method, f"{self.url}/admin/v1/{path}", headers=headers) as answer,
-        ):
-            return answer.status, await answer.json()
-
-    async def reload(self) -> tuple[int, Any]:
-        return await self.admin("POST", "reload")
-
-
-def document(
-    path: Path,
-    emulators: Mapping[str, Emulator],
-    weights: Mapping[str, float],
-    sections: Mapping[str, Any],
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "store": f"sqlite:///{path.parent / 'mailmux.db'}",
-        "node_id": "test-node",
-        "api_keys": [CLIENT_KEY],
-        "admin_keys": [ADMIN_KEY],
-        "delivery": {"attempt_timeout": 5.0},
-        "health": {"consecutive_failures": 3, "base_ejection_seconds": 60.0},
-        "retry": {"base_delay": 0.05, "max_delay": 0.5, "poll_interval": 0.05},
-        "reload": {"watch": False},
-        "vendors": {
-            name: {
-                "kind": "sendgrid",
-                "api_key": "SG.vendor-key",
-                "base_url": f"http://127.0.0.1:{emulators[name].port}",
-                "weight": weight,
-            }
-            for name, weight in weights.items()
-        },
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
-
-
-@contextlib.asynccontextmanager
-async def node(
-    tmp_path: Path, weights: Mapping[str, float], *, spare: int = 0, **sections: Any
-) -> AsyncIterator[Node]:
-    """mailmux from a file with `weights`; `spare` more emulators (c, d, ...) for later files."""
-    names = [*weights, *(chr(ord("a") + len(weights) + i) for i in range(spare))]
-    emulators = {name: Emulator("sendgrid") for name in names}
-    try:
-        for emulator in emulators.values():
-            await emulator.start()
-        path = tmp_path / "mailmux.yaml"
-        path.write_text(yaml.safe_dump(document(path, emulators, weights, sections)))
-        app = App(load_config(path), config_path=path)
-        await app.start()
-        try:
-            yield Node(app, path, emulators)
-        finally:
-            await app.stop()
-    finally:
-        for emulator in emulators.values():
-            await emulator.stop()
 
 
 class Traffic:
