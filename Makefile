@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test bench bench-large bench-shaped bench-smtp bench-metrics lint clean
+.PHONY: serve test bench bench-large bench-shaped bench-smtp bench-metrics bench-routing bench-backlog lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench-smtp: $(STAMP)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python benchmarks/metrics.py
+
+bench-routing: $(STAMP)
+	$(BIN)/python benchmarks/routing.py
+
+bench-backlog: $(STAMP)
+	$(BIN)/python benchmarks/backlog.py
 
 clean:
 	rm -rf $(VENV)
