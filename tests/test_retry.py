@@ -56,10 +56,20 @@ class CountingStore(SqliteStore):
         self.all_updated = asyncio.Event()
 
     async def lease_due(
-        self, *, now: float, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        now: float,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        min_priority: int | None = None,
     ) -> list[Leased]:
         batch = await super().lease_due(
-            now=now, owner=owner, lease_seconds=lease_seconds, limit=limit
+            now=now,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            limit=limit,
+            min_priority=min_priority,
         )
         self.leased.append(len(batch))
         self.leased_once.set()
