@@ -157,6 +157,8 @@ class App:
                 concurrency=r.concurrency,
             ),
             owner=config.node_id,
+            # Read at every look: a reload swaps self.classes.
+            lowest_priority=lambda: self.classes.lowest_priority,
         )
         #: Today's messages per vendor (warm-up caps, daily quotas), written behind to the store.
         self.usage = DailyUsage()
