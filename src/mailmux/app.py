@@ -155,6 +155,7 @@ class App:
                 lease_seconds=r.lease_seconds,
                 batch_size=r.batch_size,
                 concurrency=r.concurrency,
+                reserved=r.reserved,
             ),
             owner=config.node_id,
             # Read at every look: a reload swaps self.classes.
