@@ -228,6 +228,7 @@ async def spool(
     created_at: float = T0,
     vendor: str | None = None,
     attempts: int = 0,
+    priority: int = 0,
 ) -> MessageRecord:
     """Put `message` in the spool as if an earlier round had queued it."""
     record = MessageRecord(
@@ -241,6 +242,7 @@ async def spool(
         vendor=vendor,
         attempts=attempts,
         next_attempt_at=due,
+        priority=priority,
     )
     events = [Event(message_id, created_at, EventKind.RECEIVED)]
     await store.insert(record, events, payload=to_payload(message), durable=True)

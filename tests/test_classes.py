@@ -101,6 +101,12 @@ def test_a_class_of_its_own_takes_the_default_class_settings_and_sorts_by_priori
     assert len(classes) == 5
 
 
+def test_lowest_priority_is_the_priority_of_the_least_urgent_class() -> None:
+    assert book().lowest_priority == 10  # bulk
+    assert book(classes={"bulk": {"priority": 60}}).lowest_priority == 50  # now transactional
+    assert book(classes={"backfill": {"priority": -5}}).lowest_priority == -5
+
+
 def test_hedge_after_takes_p90() -> None:
     assert book(classes={"otp": {"hedge_after": "p90"}}).get("otp").hedge_after == "p90"
 

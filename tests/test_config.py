@@ -113,7 +113,8 @@ def test_defaults_of_every_section() -> None:
         "poll_interval": 1.0,
         "lease_seconds": 60.0,
         "batch_size": 100,
-        "concurrency": 50,
+        "concurrency": 100,
+        "reserved": 10,
     }
     assert config.idempotency.retention_seconds == 86400.0
     vendor = config.vendors["sandbox_b"]
@@ -197,6 +198,7 @@ retry:
   lease_seconds: 30
   batch_size: 10
   concurrency: 4
+  reserved: 1
 idempotency:
   retention_seconds: 600
 vendors:
@@ -250,6 +252,7 @@ def test_full_file_sets_every_value(tmp_path: Path) -> None:
         "lease_seconds": 30.0,
         "batch_size": 10,
         "concurrency": 4,
+        "reserved": 1,
     }
     assert config.idempotency.retention_seconds == 600.0
     assert config.vendors["primary"].model_dump(exclude_none=True) == {
@@ -578,6 +581,13 @@ def test_override_below_a_single_value_or_with_an_empty_level_is_an_error(tmp_pa
             "health.consecutive_failures: must be a whole number (got true)",
         ),
         ("retry.concurrency", 0, "retry.concurrency: must be ≥ 1 (got 0)"),
+        (
+            "retry.reserved",
+            100,
+            "retry.reserved: must be < concurrency (100), or no slot is left for the lowest "
+            "class priority (got 100)",
+        ),
+        ("retry.reserved", 0, "retry.reserved: must be ≥ 1 (got 0)"),
         ("idempotency.retention_seconds", 0, "idempotency.retention_seconds: must be > 0 (got 0)"),
         ("limits", "big", "limits: must be a mapping (got 'big')"),
     ],

@@ -66,6 +66,15 @@ def test_settings_bound_at_start_need_a_restart_and_the_rest_applies_live() -> N
     assert "needs a restart to apply: listen, smtp, retry.lease_seconds" in change.summary()
 
 
+def test_the_retriers_slots_need_a_restart() -> None:
+    new = config(retry={"concurrency": 200, "reserved": 20})
+
+    change = diff(config(), new)
+
+    assert change.restart_needed == ("retry.concurrency", "retry.reserved")
+    assert not change.other
+
+
 def test_keys_are_a_live_change() -> None:
     assert diff(config(), config(api_keys=["k-0123456789"])).other
     assert diff(config(), config(admin_keys=["k-0123456789"])).other

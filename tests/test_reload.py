@@ -221,7 +221,7 @@ async def test_a_file_the_overrides_would_leave_nothing_to_route_to_is_refused(
 async def test_settings_bound_at_start_are_reported_not_applied(tmp_path: Path) -> None:
     async with node(tmp_path, {"a": 50, "b": 50}) as mux:
         port = mux.app.port
-        mux.write({"a": 50, "b": 50}, listen="127.0.0.1:1", retry={"concurrency": 7})
+        mux.write({"a": 50, "b": 50}, listen="127.0.0.1:1", retry={"concurrency": 70})
         status, answer = await mux.reload()
         assert mux.app.config.listen == "127.0.0.1:0"
         assert mux.app.port == port

@@ -25,7 +25,7 @@ from mailmux.spool.base import (
     MessageRecord,
     MessageState,
 )
-from mailmux.spool.sqlite import SCHEMA_VERSION, SqliteStore
+from mailmux.spool.sqlite import _LEASE, _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -40,7 +40,12 @@ class FakeClock:
 
 
 def queued(
-    message_id: str, *, due: float = T0, key: str | None = None, created_at: float = T0
+    message_id: str,
+    *,
+    due: float = T0,
+    key: str | None = None,
+    created_at: float = T0,
+    priority: int = 0,
 ) -> MessageRecord:
     return MessageRecord(
         id=message_id,
@@ -50,6 +55,7 @@ def queued(
         traffic_class="transactional",
         idempotency_key=key,
         next_attempt_at=due,
+        priority=priority,
     )
 
 
@@ -380,6 +386,83 @@ async def test_lease_due_honours_limit(store: SqliteStore) -> None:
     assert await store.lease_due(now=T0 + 10, owner="w", lease_seconds=60, limit=0) == []
 
 
+async def test_lease_due_takes_the_most_urgent_first_then_the_earliest_due(
+    store: SqliteStore,
+) -> None:
+    rows = [("bulk-old", 10, T0), ("otp-late", 100, T0 + 5), ("tx", 50, T0 + 1)]
+    rows += [("otp-early", 100, T0 + 2), ("bulk-new", 10, T0 + 3), ("otp-future", 100, T0 + 99)]
+    for name, priority, due in rows:
+        record = queued(name, due=due, priority=priority)
+        await store.insert(record, [], payload=b"x", durable=True)
+
+    first = await store.lease_due(now=T0 + 10, owner="w", lease_seconds=60, limit=3)
+    rest = await store.lease_due(now=T0 + 10, owner="w", lease_seconds=60, limit=10)
+
+    assert [(item.record.id, item.record.priority) for item in first] == [
+        ("otp-early", 100),
+        ("otp-late", 100),
+        ("tx", 50),
+    ]
+    assert [item.record.id for item in rest] == ["bulk-old", "bulk-new"]
+
+
+async def test_lease_due_leaves_out_what_is_below_min_priority(store: SqliteStore) -> None:
+    for name, priority in [("bulk", 10), ("tx", 50), ("otp", 100), ("custom", 11)]:
+        await store.insert(queued(name, priority=priority), [], payload=b"x", durable=True)
+
+    urgent = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=10, min_priority=11)
+    left = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=10, min_priority=11)
+    anything = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=10)
+
+    assert [item.record.id for item in urgent] == ["otp", "tx", "custom"]
+    assert left == []
+    assert [item.record.id for item in anything] == ["bulk"]
+
+
+async def test_the_priority_is_kept_with_the_record(
+    store: SqliteStore, make_store: StoreFactory
+) -> None:
+    record = queued("m", priority=100)
+    await store.insert(record, [], payload=b"x", durable=True)
+    store = await reopen(store, make_store)
+    [leased] = await store.lease_due(now=T0, owner="w", lease_seconds=60, limit=1)
+    await store.update(dataclasses.replace(leased.record, attempts=1), [], owner="w")
+
+    found = await store.get("m")
+
+    assert leased.record == record
+    assert found is not None and found[0].priority == 100
+
+
+async def test_the_due_scan_walks_the_index_without_sorting(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    await asyncio.gather(
+        *(
+            store.insert(
+                queued(f"m{i}", due=T0 + i % 97, priority=(10, 50, 100)[i % 3]),
+                [],
+                payload=b"x",
+                durable=False,
+            )
+            for i in range(20_000)
+        )
+    )
+    await store.flush()
+    due_scan = _LEASE[_LEASE.index("SELECT rowid") : _LEASE.rindex(")")]
+
+    args = (-(2**63), T0 + 50, T0 + 50, 100)
+
+    plans = []
+    with sqlite3.connect(tmp_path / "spool.db") as raw:
+        plans.append([row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {due_scan}", args)])
+        raw.execute("ANALYZE")  # with statistics, as an operator's maintenance may leave them
+        plans.append([row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {due_scan}", args)])
+
+    walk = "SEARCH messages USING COVERING INDEX messages_due_by_priority (state=? AND priority>?)"
+    assert plans == [[walk], [walk]]  # no "USE TEMP B-TREE FOR ORDER BY"
+
+
 async def test_expired_lease_is_taken_over_and_old_owner_loses(store: SqliteStore) -> None:
     await store.insert(queued("m"), [], payload=b"x", durable=True)
     [mine] = await store.lease_due(now=T0, owner="crashed", lease_seconds=60, limit=1)
@@ -582,8 +665,6 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 async def test_a_version_1_spool_is_migrated_and_its_rows_kept(tmp_path: Path) -> None:
-    from mailmux.spool.sqlite import _MIGRATIONS
-
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as raw:
         for statement in _MIGRATIONS[0]:
@@ -605,6 +686,43 @@ async def test_a_version_1_spool_is_migrated_and_its_rows_kept(tmp_path: Path) -
 
     assert found is not None and (found.request_hash, found.answered) == (None, None)
     assert (leased.record.id, leased.payload, leased.in_doubt) == ("m", b"\x00", None)
+
+
+async def test_a_version_4_spool_keeps_its_rows_at_priority_0(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        for statements in _MIGRATIONS[:4]:
+            for statement in statements:
+                raw.execute(statement)
+        for name, due in [("late", T0 + 1), ("early", T0)]:
+            raw.execute(
+                "INSERT INTO messages (id, state, created_at, updated_at, traffic_class,"
+                " next_attempt_at, payload) VALUES (?, 'queued', ?, ?, 'otp', ?, x'00')",
+                (name, T0, T0, due),
+            )
+        raw.execute("PRAGMA user_version = 4")
+    store = SqliteStore(str(path), clock=FakeClock())
+    await store.open()
+    try:
+        await store.insert(queued("new", due=T0 + 2, priority=10), [], payload=b"x", durable=True)
+        leased = await store.lease_due(now=T0 + 5, owner="w", lease_seconds=60, limit=5)
+        found = await store.get("early")
+    finally:
+        await store.close()
+
+    assert [(item.record.id, item.record.priority) for item in leased] == [
+        ("new", 10),
+        ("early", 0),
+        ("late", 0),
+    ]
+    assert found is not None and found[0].priority == 0
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+            " AND sql IS NOT NULL ORDER BY name"
+        ).fetchall()
+    assert indexes == [("messages_due_by_priority",)]
 
 
 async def test_the_request_hash_and_first_answer_are_kept_with_the_key(

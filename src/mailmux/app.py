@@ -164,8 +164,11 @@ class App:
                 lease_seconds=r.lease_seconds,
                 batch_size=r.batch_size,
                 concurrency=r.concurrency,
+                reserved=r.reserved,
             ),
             owner=config.node_id,
+            # Read at every look: a reload swaps self.classes.
+            lowest_priority=lambda: self.classes.lowest_priority,
         )
         self.keys = ClientKeys(config.api_keys, {n: c.key for n, c in config.clients.items()})
         self.control = Control(self.routes, self.store, self._route, time.time, self.notices)

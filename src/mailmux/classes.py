@@ -160,6 +160,11 @@ class ClassBook:
     def default(self) -> TrafficClass:
         return self._default
 
+    @property
+    def lowest_priority(self) -> int:
+        """The least urgent class's priority: the Retrier's reserved slots take mail above it."""
+        return self._ordered[-1].priority
+
     def get(self, name: str) -> TrafficClass:
         """The class called `name`; the default class for a name the book does not know."""
         return self._by_name.get(name, self._default)

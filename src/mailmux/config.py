@@ -281,7 +281,21 @@ class RetrySettings(_Section):
     poll_interval: Seconds = 1.0
     lease_seconds: Seconds = 60.0
     batch_size: Count = 100
-    concurrency: Count = 50
+    concurrency: Count = 100
+    # Of the free slots, the last ones only take mail above the lowest class priority.
+    reserved: Count = 10
+
+    @model_validator(mode="after")
+    def _room_for_the_lowest_priority(self) -> RetrySettings:
+        if self.reserved >= self.concurrency:
+            raise Violations(
+                (
+                    "reserved",
+                    f"must be < concurrency ({self.concurrency}), or no slot is left for "
+                    f"the lowest class priority (got {self.reserved})",
+                )
+            )
+        return self
 
 
 class IdempotencySettings(_Section):

@@ -35,7 +35,7 @@ RESTART_ONLY = (
     "metrics",
     "reload",
 )
-RESTART_ONLY_RETRY = ("poll_interval", "lease_seconds", "batch_size", "concurrency")
+RESTART_ONLY_RETRY = ("poll_interval", "lease_seconds", "batch_size", "concurrency", "reserved")
 
 
 @dataclass(frozen=True, slots=True)

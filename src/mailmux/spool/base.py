@@ -68,6 +68,9 @@ class MessageRecord:
     # against and answered with.
     request_hash: str | None = None  # hex digest of the request that carried the key
     answered: MessageState | None = None  # the state the first answer reported
+    # Fixed at insert too: the traffic class's priority when the message arrived (higher is
+    # more urgent), so the spool hands out retries most urgent first without a class lookup.
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +151,21 @@ class Store(ABC):
 
     @abstractmethod
     async def lease_due(
-        self, *, now: float, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        now: float,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        min_priority: int | None = None,
     ) -> list[Leased]:
-        """Lease up to `limit` queued messages due by `now` whose lease is free or expired."""
+        """Lease up to `limit` queued messages due by `now` whose lease is free or expired.
+
+        Highest `priority` first, then earliest `next_attempt_at`, so a backlog of
+        bulk mail never stands in front of a due OTP. `min_priority` leaves out
+        messages below it (the Retrier's reserved slots take urgent mail only).
+        The result is in that order.
+        """
 
     @abstractmethod
     async def begin_attempt(self, message_id: str, *, owner: str, vendor: str, at: float) -> None:

@@ -197,24 +197,40 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (vendor, day)
         )""",
     ),
+    (
+        # Each message's traffic class priority, fixed at insert. Rows queued before this
+        # migration get priority 0: below every built-in class, so they are retried after
+        # the due mail of every class, and never in the Retrier's reserved slots.
+        "ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        # The due scan walks queued rows most urgent first, then by next_attempt_at, in
+        # index order (no sort), and skips leased ones without reading the row. It also
+        # serves every query messages_due served (count_by_state, queue_summary and
+        # release_leases use its leading `state`), so that index goes.
+        """CREATE INDEX messages_due_by_priority
+            ON messages (state, priority DESC, next_attempt_at, lease_until)""",
+        "DROP INDEX messages_due",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
     "id, state, created_at, updated_at, traffic_class, deadline, idempotency_key,"
-    " vendor, vendor_message_id, reason, attempts, next_attempt_at, request_hash, answered"
+    " vendor, vendor_message_id, reason, attempts, next_attempt_at, request_hash, answered,"
+    " priority"
 )
-_INSERT_MESSAGE = f"INSERT INTO messages ({_COLUMNS}, payload) VALUES ({', '.join('?' * 15)})"
+_INSERT_MESSAGE = f"INSERT INTO messages ({_COLUMNS}, payload) VALUES ({', '.join('?' * 16)})"
 _INSERT_EVENT = "INSERT INTO events (message_id, at, kind, vendor, detail) VALUES (?, ?, ?, ?, ?)"
 _KEY_HOLDER = "SELECT id, created_at FROM messages WHERE idempotency_key = ?"
 _FREE_KEY = "UPDATE messages SET idempotency_key = NULL WHERE id = ?"
 _LEASE = f"""UPDATE messages SET lease_owner = ?, lease_until = ?
     WHERE rowid IN (
         SELECT rowid FROM messages
-        WHERE state = 'queued' AND next_attempt_at <= ?
+        WHERE state = 'queued' AND priority >= ? AND next_attempt_at <= ?
             AND (lease_until IS NULL OR lease_until < ?)
-        ORDER BY next_attempt_at LIMIT ?)
+        ORDER BY priority DESC, next_attempt_at LIMIT ?)
     RETURNING {_COLUMNS}, payload, in_doubt_vendor, in_doubt_at"""
+#: `min_priority` when there is none: SQLite's smallest integer, below any stored priority.
+_ANY_PRIORITY = -(2**63)
 # id, created_at and idempotency_key identify the message and are fixed at insert.
 _UPDATE = """UPDATE messages SET state = ?, updated_at = ?, traffic_class = ?, deadline = ?,
         vendor = ?, vendor_message_id = ?, reason = ?, attempts = ?, next_attempt_at = ?,
@@ -246,7 +262,7 @@ _SELECT_AUDIT = """SELECT id, at, who, action, reason, what, previous FROM
 _ADD_USAGE = """INSERT INTO usage (vendor, day, sent) VALUES (?, ?, ?)
     ON CONFLICT (vendor, day) DO UPDATE SET sent = sent + excluded.sent"""
 _SELECT_USAGE = "SELECT vendor, sent FROM usage WHERE day = ? ORDER BY vendor"
-# The `messages_due` index starts with state: only the queued rows are visited.
+# The `messages_due_by_priority` index starts with state: only the queued rows are visited.
 _QUEUED = "SELECT count(*), min(created_at) FROM messages WHERE state = 'queued'"
 
 _STATES = {state.value: state for state in MessageState}
@@ -270,6 +286,7 @@ def _record(row: Sequence[Any]) -> MessageRecord:
         next_attempt_at=row[11],
         request_hash=row[12],
         answered=answered,
+        priority=row[14],
     )
 
 
@@ -289,6 +306,7 @@ def _message_row(record: MessageRecord, payload: bytes | None) -> list[Any]:
         record.next_attempt_at,
         record.request_hash,
         record.answered,
+        record.priority,
         None if record.state in TERMINAL_STATES else payload,  # as update() would leave it
     ]
 
@@ -531,11 +549,19 @@ class SqliteStore(Store):
         self._pending[record.id] = (record, list(events))
 
     async def lease_due(
-        self, *, now: float, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        now: float,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        min_priority: int | None = None,
     ) -> list[Leased]:
         if limit <= 0:
             return []
-        leased: list[Leased] = await self._submit(_lease, now, owner, lease_seconds, limit)
+        leased: list[Leased] = await self._submit(
+            _lease, now, owner, lease_seconds, limit, min_priority
+        )
         return leased
 
     async def begin_attempt(self, message_id: str, *, owner: str, vendor: str, at: float) -> None:
@@ -848,13 +874,20 @@ def _run_group(cur: sqlite3.Cursor, ops: list[_Op]) -> list[_Done]:
 
 
 def _lease(
-    cur: sqlite3.Cursor, now: float, owner: str, lease_seconds: float, limit: int
+    cur: sqlite3.Cursor,
+    now: float,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    min_priority: int | None,
 ) -> list[Leased]:
     until = now + lease_seconds
-    rows = cur.execute(_LEASE, (owner, until, now, now, limit)).fetchall()
-    rows.sort(key=lambda row: row[11])  # RETURNING order is unspecified: by next_attempt_at
+    floor = _ANY_PRIORITY if min_priority is None else min_priority
+    rows = cur.execute(_LEASE, (owner, until, floor, now, now, limit)).fetchall()
+    # RETURNING order is unspecified: put them back in the order they were chosen in.
+    rows.sort(key=lambda row: (-row[14], row[11]))
     return [
-        Leased(_record(row), row[14], until, None if row[15] is None else InDoubt(*row[15:17]))
+        Leased(_record(row), row[15], until, None if row[16] is None else InDoubt(*row[16:18]))
         for row in rows
     ]
 
