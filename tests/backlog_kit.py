@@ -49,6 +49,7 @@ class Drill:
     otp_latencies: list[float] = field(default_factory=list)  # seconds, each OTP's answer
     otp_states: Counter[str] = field(default_factory=Counter)
     otp_failures: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # what mailmux wrote to stderr
 
     @property
     def drain_seconds(self) -> float:
@@ -139,6 +140,7 @@ async def run_drill(
     finally:
         if mailmux is not None:
             await mailmux.stop()
+            drill.log = mailmux.log
         for emulator in emulators.values():
             await emulator.stop()
     return drill

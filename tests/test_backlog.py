@@ -21,6 +21,7 @@ async def test_the_outage_backlog_drains_at_the_limits_while_otps_keep_flowing(
     drill = await run_drill(tmp_path, backlog=BACKLOG, per_second=PER_SECOND)
 
     assert drill.fill_failures == []
+    assert [line for line in drill.log if " ERROR " in line] == []
     missing = [n for n in range(BACKLOG) if drill.delivered[f"backlog-{n}"] == 0]
     assert missing == []
     assert drill.duplicates == 0  # nothing sent twice, backlog or OTP

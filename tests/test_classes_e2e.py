@@ -150,3 +150,29 @@ async def test_a_vendor_answering_429_with_retry_after_is_skipped_until_then(
     assert within == ["b"] * 10
     assert received(mux, "a")[:1] == ["later"]
     assert back >= told + 2.0 - 0.1  # not before the retry-after (less the request's own time)
+
+
+async def test_a_vendor_that_recovers_gets_the_backlog_at_once_not_after_its_back_off(
+    tmp_path: Path,
+) -> None:
+    health = {"consecutive_failures": 3, "base_ejection_seconds": 0.2}
+    retry = {"max_delay": 600.0}  # the retry-after is waited out, not cut to 0.5 s
+    async with node(tmp_path, {"a": 100}, health=health, retry=retry) as mux:
+        mux.emulators["a"].set_faults(Faults(status=503, retry_after=300))
+        waiting = [(await post(mux, subject=f"w{n}"))[1] for n in range(3)]
+        records = [(await mux.app.store.get(r["id"])) for r in waiting]
+        assert health_state(mux, "a") is HealthState.EJECTED
+        mux.emulators["a"].set_faults(Faults())
+        _, probe = await post(mux, subject="probe")  # sent: a recovers
+
+        async def backlog_sent() -> bool:
+            states = [(await state_of(mux, r["id"]))[0] for r in waiting]
+            return states == [MessageState.SENT] * 3
+
+        await eventually(backlog_sent, timeout=WAIT, what="the backlog to go to a")
+
+    assert {r["state"] for r in waiting} == {"queued"} and probe["state"] == "sent"
+    for found in records:  # each was due only after the 503's retry-after of 300 s
+        assert found is not None and found[0].next_attempt_at is not None
+        assert found[0].next_attempt_at >= found[0].created_at + 300
+    assert sorted(received(mux, "a")) == ["probe", "w0", "w1", "w2"]

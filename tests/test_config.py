@@ -16,6 +16,7 @@ from mailmux.config import (
     VENDOR_KINDS,
     Config,
     ConfigError,
+    RetrySettings,
     VendorConfig,
     default_config,
     load_config,
@@ -114,7 +115,7 @@ def test_defaults_of_every_section() -> None:
         "lease_seconds": 60.0,
         "batch_size": 100,
         "concurrency": 100,
-        "reserved": 10,
+        "reserved": None,  # a tenth of concurrency, at most 10
     }
     assert config.idempotency.retention_seconds == 86400.0
     vendor = config.vendors["sandbox_b"]
@@ -587,7 +588,7 @@ def test_override_below_a_single_value_or_with_an_empty_level_is_an_error(tmp_pa
             "retry.reserved: must be < concurrency (100), or no slot is left for the lowest "
             "class priority (got 100)",
         ),
-        ("retry.reserved", 0, "retry.reserved: must be ≥ 1 (got 0)"),
+        ("retry.reserved", -1, "retry.reserved: must be ≥ 0 (got -1)"),
         ("idempotency.retention_seconds", 0, "idempotency.retention_seconds: must be > 0 (got 0)"),
         ("limits", "big", "limits: must be a mapping (got 'big')"),
     ],
@@ -834,3 +835,11 @@ def test_a_store_password_never_reaches_the_log_line() -> None:
         "postgresql://mm:***@db.internal:5432/mail"
     )
     assert shown_store("sqlite:///mailmux.db") == "sqlite:///mailmux.db"
+
+
+@pytest.mark.parametrize(("concurrency", "slots"), [(100, 10), (50, 5), (7, 0), (1000, 10)])
+def test_reserved_retry_slots_default_to_a_tenth_of_concurrency_at_most_ten(
+    concurrency: int, slots: int
+) -> None:
+    assert RetrySettings(concurrency=concurrency).reserved_slots == slots
+    assert RetrySettings(concurrency=concurrency, reserved=0).reserved_slots == 0

@@ -486,6 +486,22 @@ async def test_wake_looks_at_the_spool_at_once(store: WatchedStore, wall: FakeCl
     assert store.looks == [Look(100, None, ()), Look(100, None, ("m",))]
 
 
+async def test_wake_for_a_message_due_soon_looks_when_it_is_due(
+    store: WatchedStore, wall: FakeClock
+) -> None:
+    rig = make_notifying_rig(store, wall, ScriptedVendor("a", then=accepted()))
+    r = retrier(rig, poll_interval=3600.0)
+
+    async with running(r.run()):
+        assert await store.next_look() == Look(100, None, ())
+        await spool(store, "m", make_message(), due=T0)
+        r.wake(T0 + 0.2)  # later, and a second, earlier one: one timer, for the earliest
+        r.wake(T0 + 0.05)
+        assert await finished(rig, 1) == [("m", SENT)]
+
+    assert store.looks == [Look(100, None, ()), Look(100, None, ("m",))]
+
+
 async def test_run_reclaims_this_nodes_leases_at_start(
     store: WatchedStore, wall: FakeClock
 ) -> None:

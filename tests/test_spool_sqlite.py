@@ -688,34 +688,44 @@ async def test_a_version_1_spool_is_migrated_and_its_rows_kept(tmp_path: Path) -
     assert (leased.record.id, leased.payload, leased.in_doubt) == ("m", b"\x00", None)
 
 
-async def test_a_version_4_spool_keeps_its_rows_at_priority_0(tmp_path: Path) -> None:
+async def test_a_version_4_spool_gives_its_queued_rows_their_built_in_priority(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as raw:
         for statements in _MIGRATIONS[:4]:
             for statement in statements:
                 raw.execute(statement)
-        for name, due in [("late", T0 + 1), ("early", T0)]:
+        rows = [
+            ("late", "otp", T0 + 1),
+            ("early", "otp", T0),
+            ("news", "newsletter", T0),  # a class of the config's: transactional's 50
+            ("bulky", "bulk", T0),
+        ]
+        for name, traffic_class, due in rows:
             raw.execute(
                 "INSERT INTO messages (id, state, created_at, updated_at, traffic_class,"
-                " next_attempt_at, payload) VALUES (?, 'queued', ?, ?, 'otp', ?, x'00')",
-                (name, T0, T0, due),
+                " next_attempt_at, payload) VALUES (?, 'queued', ?, ?, ?, ?, x'00')",
+                (name, T0, T0, traffic_class, due),
             )
         raw.execute("PRAGMA user_version = 4")
     store = SqliteStore(str(path), clock=FakeClock())
     await store.open()
     try:
         await store.insert(queued("new", due=T0 + 2, priority=10), [], payload=b"x", durable=True)
-        leased = await store.lease_due(now=T0 + 5, owner="w", lease_seconds=60, limit=5)
+        leased = await store.lease_due(now=T0 + 5, owner="w", lease_seconds=60, limit=9)
         found = await store.get("early")
     finally:
         await store.close()
 
     assert [(item.record.id, item.record.priority) for item in leased] == [
+        ("early", 100),
+        ("late", 100),
+        ("news", 50),
+        ("bulky", 10),
         ("new", 10),
-        ("early", 0),
-        ("late", 0),
     ]
-    assert found is not None and found[0].priority == 0
+    assert found is not None and found[0].priority == 100
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         indexes = raw.execute(
@@ -845,3 +855,19 @@ class TestOpenStore:
             assert (await store.count_by_state())[MessageState.SENT] == 1
         finally:
             await store.close()
+
+
+async def test_make_due_brings_every_later_queued_message_forward(store: SqliteStore) -> None:
+    for name, due in [("soon", T0 + 1), ("later", T0 + 500), ("past", T0 - 5)]:
+        await store.insert(queued(name, due=due), [], payload=b"x", durable=True)
+
+    made = await store.make_due(T0 + 2)
+    leased = await store.lease_due(now=T0 + 2, owner="w", lease_seconds=60, limit=10)
+
+    assert made == 1  # only "later" was due after T0 + 2
+    assert sorted(item.record.id for item in leased) == ["later", "past", "soon"]
+    assert {item.record.id: item.record.next_attempt_at for item in leased} == {
+        "past": T0 - 5,
+        "soon": T0 + 1,
+        "later": T0 + 2,
+    }

@@ -42,7 +42,7 @@ from mailmux.notify import Notifier
 from mailmux.overrides import OverrideRefused
 from mailmux.reload import Reloader
 from mailmux.retry import Retrier, RetrierSettings
-from mailmux.routing import Route
+from mailmux.routing import Availability, Route
 from mailmux.rules import Rules
 from mailmux.spool import open_store
 from mailmux.status import build_status
@@ -155,6 +155,8 @@ class App:
             traffic=self.traffic,
             steering=Steering(self.classes, self.rules, self.routes),
             capacity=self.capacity,
+            on_spooled=self._spooled,
+            on_recovered=self._recovered,
         )
         self.retrier = Retrier(
             self.deliverer,
@@ -164,11 +166,12 @@ class App:
                 lease_seconds=r.lease_seconds,
                 batch_size=r.batch_size,
                 concurrency=r.concurrency,
-                reserved=r.reserved,
+                reserved=r.reserved_slots,
             ),
             owner=config.node_id,
             # Read at every look: a reload swaps self.classes.
             lowest_priority=lambda: self.classes.lowest_priority,
+            pace=self._pace,
         )
         self.keys = ClientKeys(config.api_keys, {n: c.key for n, c in config.clients.items()})
         self.control = Control(self.routes, self.store, self._route, time.time, self.notices)
@@ -183,6 +186,8 @@ class App:
         #: Vendors a reload removed or replaced, closed once their attempts are over.
         self._retired: list[Vendor] = []
         self._retiring: set[asyncio.Task[None]] = set()
+        #: Making the backlog due after a vendor recovered (`_recovered`).
+        self._releasing: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         #: Shapes with a listener of their own, each with its runner and listener.
@@ -273,6 +278,33 @@ class App:
         for vendor in gone:
             self._retire(vendor, longest_attempt(old) + 1.0)
         return change
+
+    def _pace(self) -> float:
+        """Seconds until a vendor the spool's mail can go to has room for a retried message.
+
+        Vendors drained, or ejected while another is up, are not counted: their
+        room would only start retries that wait again.
+        """
+        eligible = [r.vendor for r in self.routes if not r.drained and (r.weight > 0 or r.fallback)]
+        availability = self.health.availability()
+        up = [v for v in eligible if availability.get(v) is not Availability.EJECTED]
+        return self.capacity.wait_time(up or eligible, urgent=False)
+
+    def _spooled(self, due: float) -> None:
+        self.retrier.wake(due)
+
+    def _recovered(self, vendor: str) -> None:
+        """A vendor is back: the spool's backlog is due now, at the pace the limits allow."""
+
+        async def release() -> None:
+            made = await self.store.make_due(time.time())
+            if made:
+                log.info("%s recovered: %d queued messages are due now", vendor, made)
+            self.retrier.wake()
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _retire(self, vendor: Vendor, after: float) -> None:
         """Close `vendor` once the attempts it may still be making are over."""
@@ -445,6 +477,8 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier_task
         self.control.close()
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         await self.deliverer.settle()  # hedges' losing attempts: their outcomes recorded
         await self.notifier.stop()
         for task in list(self._retiring):

@@ -130,7 +130,7 @@ def class_names(
 class ClassBook:
     """The traffic classes of one config; iterates in priority order (most urgent first)."""
 
-    __slots__ = ("_by_name", "_default", "_ordered", "lowest_priority")
+    __slots__ = ("_by_name", "_default", "_ordered")
 
     def __init__(self, classes: Mapping[str, TrafficClass]) -> None:
         if DEFAULT_TRAFFIC_CLASS not in classes:
@@ -138,8 +138,6 @@ class ClassBook:
         self._by_name = dict(classes)
         self._default = classes[DEFAULT_TRAFFIC_CLASS]
         self._ordered = tuple(sorted(classes.values(), key=lambda c: (-c.priority, c.name)))
-        #: The priority of the least urgent class: its messages never take urgent capacity.
-        self.lowest_priority = self._ordered[-1].priority
 
     @classmethod
     def build(
@@ -162,7 +160,8 @@ class ClassBook:
 
     @property
     def lowest_priority(self) -> int:
-        """The least urgent class's priority: the Retrier's reserved slots take mail above it."""
+        """The least urgent class's priority: the Retrier's reserved slots take mail above
+        it, and only first attempts above it may take a rate limit's urgent reserve."""
         return self._ordered[-1].priority
 
     def get(self, name: str) -> TrafficClass:

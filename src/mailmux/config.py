@@ -73,6 +73,7 @@ from mailmux.config_values import (
     null_words,
     one_of,
     split_listen,
+    whole_number,
 )
 
 CONFIG_FILE = "mailmux.yaml"  # looked for in the working directory when no path is given
@@ -283,11 +284,19 @@ class RetrySettings(_Section):
     batch_size: Count = 100
     concurrency: Count = 100
     # Of the free slots, the last ones only take mail above the lowest class priority.
-    reserved: Count = 10
+    # Unset: a tenth of concurrency, at most 10 (0 below a concurrency of 10).
+    reserved: Annotated[int, BeforeValidator(whole_number), Field(ge=0)] | None = None
+
+    @property
+    def reserved_slots(self) -> int:
+        """`reserved`, or its default for this concurrency."""
+        if self.reserved is not None:
+            return self.reserved
+        return min(10, self.concurrency // 10)
 
     @model_validator(mode="after")
     def _room_for_the_lowest_priority(self) -> RetrySettings:
-        if self.reserved >= self.concurrency:
+        if self.reserved is not None and self.reserved >= self.concurrency:
             raise Violations(
                 (
                     "reserved",

@@ -15,13 +15,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from mailmux.backoff import Backoff
 from mailmux.capacity import Capacity
 from mailmux.classes import AmbiguousPolicy as AmbiguousPolicy  # its home before classes.py
 from mailmux.classes import TrafficClass, effective_deadline
-from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted
+from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitted, Recovered
 from mailmux.message import Message, from_payload, to_payload
 from mailmux.metrics import NO_METRICS, Recorder
 from mailmux.notices import Notice, NoticeBoard, NoticeKind
@@ -42,6 +42,7 @@ from mailmux.traffic import TrafficHistory
 from mailmux.vendors.base import COUNTS_AGAINST_HEALTH, AttemptResult, Outcome, Vendor
 
 log = logging.getLogger("mailmux.delivery")
+_T = TypeVar("_T")
 
 
 #: The hedge delay of a `p90` class while its first vendor has no recent latency to go by.
@@ -103,6 +104,7 @@ class Deliverer:
         steering: Steering | None = None,
         capacity: Capacity | None = None,
         on_spooled: Callable[[float], None] | None = None,
+        on_recovered: Callable[[str], None] | None = None,
     ) -> None:
         self.vendors = vendors
         #: The config's routes with the overrides in force, as status and metrics show them.
@@ -114,6 +116,8 @@ class Deliverer:
         self.capacity = capacity if capacity is not None else Capacity.unlimited()
         #: Told the due time of each message spooled, so the Retrier can look in time.
         self.on_spooled = on_spooled
+        #: Told each vendor that recovers, so the spool's backlog can go to it at once.
+        self.on_recovered = on_recovered
         self.store = store
         self.policy = policy
         self.backoff = backoff
@@ -169,13 +173,14 @@ class Deliverer:
             next_attempt_at=next_at,
             request_hash=request_hash,
             answered=verdict.state,
+            priority=cls.priority,
         )
         if next_at is None:
             await self.store.insert(record, events, durable=False)
         else:
             await self.store.insert(record, events, payload=to_payload(message), durable=True)
             if self.on_spooled is not None:
-                self.on_spooled(next_at)
+                _tell(self.on_spooled, next_at)  # the message is spooled: never unsaid
         self.metrics.message(verdict.state, message.traffic_class)
         decided = result.decided
         return Receipt.from_record(record, None if decided is None else decided.passed_through)
@@ -582,6 +587,8 @@ class Deliverer:
             fields = {"vendor": event.vendor, "event": type(event).__name__, "reason": reason}
             log.warning("health: %s", event, extra=fields)
             self.notices.publish(_health_notice(event, self._wall(), self._monotonic()))
+            if isinstance(event, Recovered) and self.on_recovered is not None:
+                _tell(self.on_recovered, event.vendor)
         if attempt.outcome in COUNTS_AGAINST_HEALTH:
             self.last_errors[name] = f"{attempt.outcome.value}: {attempt.reason}"
         if attempt.outcome is Outcome.VENDOR_CONFIG:
@@ -614,6 +621,14 @@ def _health_notice(event: HealthEvent, wall: float, monotonic: float) -> Notice:
     if isinstance(event, ProbeAdmitted):
         return Notice(wall, NoticeKind.PROBE, f"{name}: half-open probe let through", name)
     return Notice(wall, NoticeKind.RECOVERED, f"{name} recovered: traffic fails back", name)
+
+
+def _tell(hook: Callable[[_T], None], value: _T) -> None:
+    """Run a hook whose failure must not change a message's fate: it is logged, no more."""
+    try:
+        hook(value)
+    except Exception:
+        log.exception("a delivery hook failed; the message's state is unchanged")
 
 
 def _grouped(reasons: Sequence[tuple[str, str]]) -> str:

@@ -110,9 +110,30 @@ class Retrier:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # a redelivery finished since the last look
         self._woken = asyncio.Event()  # wake() was called since the last look
+        # A wake() for a message due soon, and when it fires (uvloop's handles do not say).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
-    def wake(self) -> None:
-        """A message was just spooled (or made due earlier): look at the spool now."""
+    def wake(self, due: float | None = None) -> None:
+        """A message was just spooled, or made due earlier: look at the spool when it is due
+        (epoch seconds; now when None). One timer, for the earliest due time asked for; a
+        message due a poll interval or more from now is left to the next poll."""
+        delay = 0.0 if due is None else due - self._wall()
+        if delay <= 0:
+            self._woken.set()
+            return
+        if delay >= self._settings.poll_interval:
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(at, self._timed_wake), at
+
+    def _timed_wake(self) -> None:
+        self._timer = None
         self._woken.set()
 
     async def run(self) -> None:
@@ -131,6 +152,8 @@ class Retrier:
                     continue
                 await self._wait(after)
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             await self._stop_in_flight()
 
     async def _look(self) -> _Next:

@@ -182,6 +182,14 @@ class Store(ABC):
         """Free every lease `owner` holds (a restarted node reclaims its own at once)."""
 
     @abstractmethod
+    async def make_due(self, now: float) -> int:
+        """Make every queued message due later than `now` due at `now`; how many were.
+
+        A vendor came back: mail waiting out its back-off may go now, at the
+        pace the limits allow, instead of trickling out as each back-off ends.
+        """
+
+    @abstractmethod
     async def update(self, record: MessageRecord, events: Sequence[Event], *, owner: str) -> None:
         """Durably write a leased message's new state and release the lease.
 

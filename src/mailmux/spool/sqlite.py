@@ -199,9 +199,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # Each message's traffic class priority, fixed at insert. Rows queued before this
-        # migration get priority 0: below every built-in class, so they are retried after
-        # the due mail of every class, and never in the Retrier's reserved slots.
+        # migration get their built-in class's priority (otp 100, bulk 10); any other
+        # class, transactional's 50: the priorities a config sets are not known here.
         "ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        """UPDATE messages SET priority = CASE traffic_class
+            WHEN 'otp' THEN 100 WHEN 'bulk' THEN 10 ELSE 50 END
+            WHERE state = 'queued'""",
         # The due scan walks queued rows most urgent first, then by next_attempt_at, in
         # index order (no sort), and skips leased ones without reading the row. It also
         # serves every query messages_due served (count_by_state, queue_summary and
@@ -243,6 +246,7 @@ _RELEASE = (
     "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
     " WHERE state = 'queued' AND lease_owner = ?"
 )
+_MAKE_DUE = "UPDATE messages SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?"
 _SELECT_MESSAGE = f"SELECT {_COLUMNS} FROM messages WHERE id = ?"
 _SELECT_EVENTS = (
     "SELECT message_id, at, kind, vendor, detail FROM events WHERE message_id = ? ORDER BY id"
@@ -570,6 +574,10 @@ class SqliteStore(Store):
     async def release_leases(self, owner: str) -> int:
         released: int = await self._submit(_release, owner)
         return released
+
+    async def make_due(self, now: float) -> int:
+        made: int = await self._submit(_make_due, now)
+        return made
 
     async def update(self, record: MessageRecord, events: Sequence[Event], *, owner: str) -> None:
         _check_queued(record, True)  # the stored payload stays while the message is queued
@@ -958,6 +966,10 @@ def _add_usage(cur: sqlite3.Cursor, counts: Mapping[tuple[str, str], int]) -> No
 
 def _release(cur: sqlite3.Cursor, owner: str) -> int:
     return cur.execute(_RELEASE, (owner,)).rowcount
+
+
+def _make_due(cur: sqlite3.Cursor, now: float) -> int:
+    return cur.execute(_MAKE_DUE, (now, now)).rowcount
 
 
 def _nothing(cur: sqlite3.Cursor) -> None:
