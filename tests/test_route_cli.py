@@ -19,6 +19,7 @@ import pytest
 from mailmux import cli
 from mailmux.app import App
 from mailmux.classes import ClassBook
+from mailmux.cli_admin import route_lines
 from mailmux.config import Config
 from mailmux.explain import explain, route_request
 from mailmux.message import InvalidMessage
@@ -190,6 +191,47 @@ def test_explain_takes_health_into_account() -> None:
     assert (one_down["order"], one_down["panic"]) == (["b"], False)
     all_down = run({"a": Availability.EJECTED, "b": Availability.EJECTED})
     assert (all_down["order"], all_down["panic"]) == (["a", "b"], True)
+
+
+def test_explain_shows_vendors_at_their_limit_and_past_their_cap() -> None:
+    """Pure: a vendor at its rate limit is out of the plan; one past its cap goes last."""
+    cfg = Config.model_validate({"vendors": {n: {"kind": "sandbox", "weight": 1} for n in "abc"}})
+    routes = (Route("a", 50.0), Route("b", 30.0), Route("c", 20.0))
+    asked: list[bool] = []
+
+    def full(urgent: bool) -> frozenset[str]:
+        asked.append(urgent)
+        return frozenset({"b"})
+
+    def run(traffic_class: str) -> dict[str, Any]:
+        message = route_request(
+            {"from": "a@shop.example", "to": "x@example.org", "class": traffic_class}
+        )
+        return explain(
+            message,
+            rules=Rules.from_config(cfg),
+            book=ClassBook.from_config(cfg),
+            config_routes=routes,
+            overrides=[],
+            now=0.0,
+            availability={},
+            full=full,
+            capped=frozenset({"a"}),
+        )
+
+    shown = run("otp")
+    run("bulk")
+
+    assert asked == [True, False]  # an otp may take the urgent reserve; bulk may not
+    assert [(v["name"], v["share"], v["at_limit"], v["over_cap"]) for v in shown["vendors"]] == [
+        ("a", 0.0, False, True),
+        ("b", 0.0, True, False),
+        ("c", 1.0, False, False),
+    ]
+    assert shown["order"] == ["c", "a"]
+    lines = route_lines(shown)
+    assert any(line.startswith("a ") and "past today's warm-up cap" in line for line in lines)
+    assert any(line.startswith("b ") and "at its rate limit now" in line for line in lines)
 
 
 def test_route_request_needs_a_sender_and_a_recipient() -> None:

@@ -354,6 +354,9 @@ class App:
             overrides=self.control.active(),
             now=time.time(),
             availability=self.health.availability(),
+            full=lambda urgent: self.capacity.full(urgent=urgent),
+            capped=self.capacity.capped(),
+            warm=self.capacity.warm,
         )
 
     def _context(self) -> ApiContext:

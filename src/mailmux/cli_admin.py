@@ -237,6 +237,10 @@ def route_lines(answer: Mapping[str, Any]) -> list[str]:
             notes.append(f"configured {v['configured_weight']:g}")
         if v["drained"]:
             notes.append("hard-drained")
+        elif v.get("at_limit"):
+            notes.append("at its rate limit now")
+        elif v.get("over_cap"):
+            notes.append("past today's warm-up cap: last")
         elif not v["in_plan"]:
             notes.append("not in the plan")
         elif v["weight"] == 0:

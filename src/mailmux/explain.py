@@ -15,7 +15,7 @@ the native API's field rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -84,17 +84,32 @@ def explain(
     overrides: Sequence[Override],
     now: float,
     availability: Mapping[str, Availability],
+    full: Callable[[bool], Collection[str]] | None = None,
+    capped: Collection[str] = (),
+    warm: Callable[[tuple[Route, ...]], tuple[Route, ...]] | None = None,
 ) -> dict[str, Any]:
-    """The plan `message` would get, step by step, as JSON (see the module docstring)."""
+    """The plan `message` would get, step by step, as JSON (see the module docstring).
+
+    `full(urgent)` and `capped` are the vendors at a rate limit and past
+    today's warm-up cap now, as a first attempt of the message's class sees
+    them; `warm` raises min-share vendors' weights (`Capacity`).
+    """
     decision = decide(message, message.client, rules, book)
     cls = decision.traffic_class
     narrowed = class_routes(config_routes, cls, decision.route_rule)
     routes = effective_routes(narrowed, overrides, now)
-    planned = plan(message, routes, availability, _NoDraw())
+    if warm is not None:
+        routes = warm(routes)
+    limited = () if full is None else full(cls.priority > book.lowest_priority)
+    planned = plan(message, routes, availability, _NoDraw(), full=limited, capped=capped)
     place = {r.vendor: i for i, r in enumerate(routes)}
     by_name = {r.vendor: r for r in routes}
-    order = sorted(planned.vendors, key=lambda v: (-by_name[v].weight, place[v]))
-    first_total = sum(by_name[v].weight for v in order)
+    over = planned.over_cap
+    firsts = sorted(
+        (v for v in planned.vendors if v not in over), key=lambda v: (-by_name[v].weight, place[v])
+    )
+    first_total = sum(by_name[v].weight for v in firsts)
+    order = firsts + list(over)  # past their cap: asked only when no other vendor took it
     kept = set(by_name)
     configured = {r.vendor: r.weight for r in config_routes}
     vendors = [
@@ -102,11 +117,13 @@ def explain(
             "name": r.vendor,
             "configured_weight": configured[r.vendor],
             "weight": r.weight,
-            "share": r.weight / first_total if r.vendor in order and first_total > 0 else 0.0,
+            "share": r.weight / first_total if r.vendor in firsts and first_total > 0 else 0.0,
             "fallback": r.fallback,
             "drained": r.drained,
             "state": availability.get(r.vendor, Availability.AVAILABLE).value,
             "in_plan": r.vendor in order,
+            "at_limit": r.vendor in planned.waiting,
+            "over_cap": r.vendor in over,
         }
         for r in routes
     ]
