@@ -30,6 +30,7 @@ from mailmux.health import HealthState
 from mailmux.message import Message
 from mailmux.spool.base import EventKind, MessageState
 from mailmux.spool.sqlite import SqliteStore
+from mailmux.vendors.base import AttemptResult
 from mailmux.warmup import WarmupSchedule, utc_day
 
 BULK = make_message(traffic_class="bulk")
@@ -47,6 +48,18 @@ def two(store: SqliteStore, **kwargs: object) -> Rig:
     """Vendors a (weight 1) and b (a weight-0 fallback), both accepting."""
     vendors = [ScriptedVendor("a", then=accepted("a-id")), ScriptedVendor("b", then=accepted())]
     return make_rig(store, vendors, wall=FakeClock(T0), **kwargs)  # type: ignore[arg-type]
+
+
+def warming(store: SqliteStore, old_answers: AttemptResult, *, caps: tuple[int, ...]) -> Rig:
+    """Vendors old and new at equal weights; new warms up from today with `caps`."""
+    vendors = [ScriptedVendor("old", then=old_answers), ScriptedVendor("new", then=accepted())]
+    return make_rig(
+        store,
+        vendors,
+        wall=FakeClock(T0),
+        weights={"old": 1.0, "new": 1.0},
+        schedules={"new": WarmupSchedule(start=utc_day(T0), caps=caps)},
+    )
 
 
 async def attempted(rig: Rig, message_id: str) -> list[tuple[str | None, dict[str, object]]]:
@@ -133,15 +146,7 @@ async def test_a_daily_quota_counts_every_message_of_the_utc_day(store: SqliteSt
 
 
 async def test_a_warm_up_cap_sends_exactly_n_and_spills_the_rest(store: SqliteStore) -> None:
-    vendors = [ScriptedVendor("old", then=accepted()), ScriptedVendor("new", then=accepted())]
-    schedule = WarmupSchedule(start=utc_day(T0), caps=(3, 6))
-    rig = make_rig(
-        store,
-        vendors,
-        wall=FakeClock(T0),
-        weights={"old": 1.0, "new": 1.0},
-        schedules={"new": schedule},
-    )
+    rig = warming(store, accepted(), caps=(3, 6))
 
     sent = [(await send(rig))[1] for _ in range(30)]
 
@@ -152,15 +157,7 @@ async def test_a_warm_up_cap_sends_exactly_n_and_spills_the_rest(store: SqliteSt
 async def test_the_cap_is_exceeded_only_when_no_other_vendor_takes_it_and_that_is_recorded(
     store: SqliteStore,
 ) -> None:
-    vendors = [ScriptedVendor("old", then=retriable()), ScriptedVendor("new", then=accepted())]
-    schedule = WarmupSchedule(start=utc_day(T0), caps=(0,))
-    rig = make_rig(
-        store,
-        vendors,
-        wall=FakeClock(T0),
-        weights={"old": 1.0, "new": 1.0},
-        schedules={"new": schedule},
-    )
+    rig = warming(store, retriable(), caps=(0,))
 
     message_id, vendor = await send(rig)
 

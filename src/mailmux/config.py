@@ -64,6 +64,7 @@ from mailmux.config_values import (
     ClassName,
     ClientName,
     Count,
+    CountOrZero,
     Finite,
     Seconds,
     Text,
@@ -73,7 +74,6 @@ from mailmux.config_values import (
     null_words,
     one_of,
     split_listen,
-    whole_number,
 )
 
 CONFIG_FILE = "mailmux.yaml"  # looked for in the working directory when no path is given
@@ -285,7 +285,7 @@ class RetrySettings(_Section):
     concurrency: Count = 100
     # Of the free slots, the last ones only take mail above the lowest class priority.
     # Unset: a tenth of concurrency, at most 10 (0 below a concurrency of 10).
-    reserved: Annotated[int, BeforeValidator(whole_number), Field(ge=0)] | None = None
+    reserved: CountOrZero | None = None
 
     @property
     def reserved_slots(self) -> int:

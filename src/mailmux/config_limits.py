@@ -12,33 +12,18 @@ says what a valid setting is, with every error at its path.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from mailmux.config_sources import Violations, show_value
-from mailmux.config_values import Count, whole_number
+from mailmux.config_sources import Violations
+from mailmux.config_values import Count, CountOrZero, finite_number, whole_number
 
 #: The growth ramp's length when `days` is not given.
 DEFAULT_RAMP_DAYS = 30
 #: The longest growth ramp: the caps are computed ahead, one per day.
 MAX_RAMP_DAYS = 3650
-_WholeCap = Annotated[int, BeforeValidator(whole_number), Field(ge=0)]
 _RampDays = Annotated[int, BeforeValidator(whole_number), Field(ge=1, le=MAX_RAMP_DAYS)]
-
-
-def _finite(value: object) -> object:
-    """NaN and infinity fail every bound with a misleading message, so they are refused first."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number (got {show_value(value)})")
-    try:
-        number = float(value) if isinstance(value, str | int | float) else None
-    except (ValueError, OverflowError):
-        return value  # pydantic says what is wrong with it
-    if number is not None and not math.isfinite(number):
-        raise ValueError(f"must be a finite number (got {show_value(value)})")
-    return value
 
 
 class _Section(BaseModel):
@@ -52,7 +37,7 @@ class RateLimit(_Section):
     at its limit is skipped (not failed, not counted against its health).
     """
 
-    per_second: Annotated[float, BeforeValidator(_finite), Field(gt=0)] | None = None
+    per_second: Annotated[float, BeforeValidator(finite_number), Field(gt=0)] | None = None
     # Messages that may go at once after a quiet spell. Default: max(1, per_second).
     burst: Count | None = None
     per_day: Count | None = None
@@ -83,11 +68,11 @@ class WarmupConfig(_Section):
     """
 
     start: dt.date | None = None  # day 1 of the ramp (UTC); before it the cap is 0
-    daily_caps: Annotated[tuple[_WholeCap, ...], Field(min_length=1)] | None = None
+    daily_caps: Annotated[tuple[CountOrZero, ...], Field(min_length=1)] | None = None
     start_cap: Count | None = None
-    growth: Annotated[float, BeforeValidator(_finite), Field(gt=1)] | None = None
+    growth: Annotated[float, BeforeValidator(finite_number), Field(gt=1)] | None = None
     days: _RampDays | None = None  # the growth ramp's length; default DEFAULT_RAMP_DAYS
-    min_share: Annotated[float, BeforeValidator(_finite), Field(gt=0, lt=1)] | None = None
+    min_share: Annotated[float, BeforeValidator(finite_number), Field(gt=0, lt=1)] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> WarmupConfig:

@@ -33,6 +33,7 @@ def null_words(value: object) -> object:
 
 
 Count = Annotated[int, BeforeValidator(whole_number), Field(ge=1)]
+CountOrZero = Annotated[int, BeforeValidator(whole_number), Field(ge=0)]
 
 
 def finite_number(value: object) -> object:
