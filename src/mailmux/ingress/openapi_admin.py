@@ -223,12 +223,23 @@ def _explanation() -> Schema:
         {
             "name": {"type": "string"},
             "configured_weight": {"type": "number"},
-            "weight": {"type": "number", "description": "after class, rule and overrides"},
+            "weight": {
+                "type": "number",
+                "description": "after class, rule, overrides and min-share warm-up",
+            },
             "share": {"type": "number", "minimum": 0, "maximum": 1},
             "fallback": {"type": "boolean"},
             "drained": {"type": "boolean"},
             "state": {"enum": ["available", "probe", "ejected"]},
             "in_plan": {"type": "boolean"},
+            "at_limit": {
+                "type": "boolean",
+                "description": "at its rate limit, quota or an ESP's retry-after now: not planned",
+            },
+            "over_cap": {
+                "type": "boolean",
+                "description": "past today's warm-up cap: planned last",
+            },
         }
     )
     return closed(
