@@ -246,12 +246,17 @@ async def test_every_operation_answers_as_documented(tmp_path: Path) -> None:
             {"kind": "tilt"},
             {"kind": "drain", "vendor": "z"},
             {"kind": "drain", "vendor": "b"},  # a drained and b: nothing left
+            {"kind": "drain", "vendor": "a", "for": "\uff11\uff15m"},  # fullwidth digits
         ]:
             status, answer = await node.call("POST", "/admin/v1/overrides", json=body)
             assert (status, answer["error"]["code"]) == (422, "override_refused"), body
 
         status, answer = await node.call("DELETE", "/admin/v1/overrides/{vendor}", vendor="z")
         assert (status, answer["error"]["code"]) == (422, "override_refused")
+        status, answer = await node.call(
+            "DELETE", "/admin/v1/overrides/{vendor}", params={"reason": "x" * 1001}, vendor="a"
+        )
+        assert (status, answer["error"]["code"]) == (400, "invalid_override")
         for vendor in ("a", "b"):
             status, _ = await node.call(
                 "DELETE",
@@ -337,7 +342,14 @@ ACCEPTED: dict[str, Any] = {
     "for, null": {"kind": "drain", "vendor": "a", "for": None},
     "reason": {"kind": "drain", "vendor": "a", "reason": "a is slow"},
     "reason, null": {"kind": "drain", "vendor": "a", "reason": None},
+}
+#: Refused by the schema and by mailmux as malformed (400 invalid_override, not 422).
+MALFORMED: dict[str, Any] = {
     "an unknown field": {"kind": "drain", "vendor": "a", "note": 1},
+    "a field of another kind": {"kind": "weights", "weights": {"a": 1}, "vendor": "a"},
+    "hard with weights": {"kind": "weights", "weights": {"a": 1}, "hard": False},
+    "reason, a number": {"kind": "drain", "vendor": "a", "reason": 5},
+    "reason, too long": {"kind": "pin", "vendor": "b", "reason": "x" * 1001},
 }
 REFUSED: dict[str, Any] = {
     "no kind": {"vendor": "a"},
@@ -384,6 +396,16 @@ async def test_what_the_schema_refuses_is_refused(tmp_path: Path, body: Any) -> 
     async with running(tmp_path) as node:
         status, answer = await node.call("POST", "/admin/v1/overrides", json=body)
         assert status == 422, answer
+        _, listed = await node.call("GET", "/admin/v1/overrides")
+        assert listed == {"overrides": []}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_what_the_schema_refuses_as_malformed_is_a_400(tmp_path: Path, body: Any) -> None:
+    assert not REQUEST.is_valid(body)
+    async with running(tmp_path) as node:
+        status, answer = await node.call("POST", "/admin/v1/overrides", json=body)
+        assert (status, answer["error"]["code"]) == (400, "invalid_override"), answer
         _, listed = await node.call("GET", "/admin/v1/overrides")
         assert listed == {"overrides": []}
 

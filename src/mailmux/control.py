@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mailmux.notices import Notice, NoticeBoard, NoticeKind
@@ -220,10 +220,49 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("could not remove expired overrides: %s", task.exception())
 
 
+#: The fields of `POST /admin/v1/overrides` per kind; any other is refused, so a typo (or a
+#: field of another kind) is not silently ignored.
+OVERRIDE_FIELDS: Mapping[OverrideKind, tuple[str, ...]] = {
+    OverrideKind.WEIGHTS: ("kind", "weights", "for", "reason"),
+    OverrideKind.DRAIN: ("kind", "vendor", "hard", "for", "reason"),
+    OverrideKind.PIN: ("kind", "vendor", "hard", "for", "reason"),
+}
+#: The longest reason kept with an override and its audit event.
+MAX_REASON = 1000
+
+
+class InvalidOverride(OverrideRefused):
+    """An override request whose fields are wrong as such (answered 400, not 422)."""
+
+
+def check_override_fields(body: Mapping[str, Any]) -> None:
+    """Refuse a field an override request does not have, or a reason that is not a short
+    string (InvalidOverride), before any value is judged."""
+    kind = body.get("kind")
+    if kind not in set(OverrideKind):  # an unknown kind is refused for its value, later
+        return
+    fields = OVERRIDE_FIELDS[OverrideKind(kind)]
+    unknown = sorted(str(k) for k in body if k not in fields)
+    if unknown:
+        raise InvalidOverride(
+            f"unknown field(s) for {kind}: {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidOverride("reason: must be a string")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise InvalidOverride(f"reason: at most {MAX_REASON} characters")
+
+
 def build_overrides(
     body: dict[str, Any], *, now: float, who: str, expires_in: float | None
 ) -> list[Override]:
-    """The overrides an admin request asks for (`kind`, `weights` or `vendor`, `hard`)."""
+    """The overrides an admin request asks for (`kind`, `weights` or `vendor`, `hard`).
+
+    Raises InvalidOverride as `check_override_fields` does, OverrideRefused for
+    a value it cannot apply.
+    """
+    check_override_fields(body)
     try:
         kind = OverrideKind(str(body.get("kind")))
     except ValueError:

@@ -24,7 +24,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailmux.control import Control, build_overrides
+from mailmux.control import (
+    MAX_REASON,
+    Control,
+    InvalidOverride,
+    build_overrides,
+    check_override_fields,
+)
 from mailmux.explain import route_request
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.errors import error_response, json_response
@@ -136,16 +142,23 @@ class AdminApi:
             return error_response(400, "invalid_override", "the body must be a JSON object")
         control = self.ctx.control
         try:
+            check_override_fields(body)
             duration = body.get("for")
             expires_in = None if duration is None else parse_duration(duration)
             new = build_overrides(body, now=self.ctx.clock(), who=who, expires_in=expires_in)
             await control.set(new, who=who, reason=str(body.get("reason") or ""))
+        except InvalidOverride as err:
+            return error_response(400, "invalid_override", str(err))
         except OverrideRefused as err:
             return error_response(422, "override_refused", str(err))
         return json_response(await self._vendors(), 201)
 
     async def delete_override(self, request: web.Request, who: str) -> web.Response:
         reason = request.query.get("reason", "")
+        if len(reason) > MAX_REASON:
+            return error_response(
+                400, "invalid_override", f"reason: at most {MAX_REASON} characters"
+            )
         try:
             await self.ctx.control.restore(request.match_info["vendor"], who=who, reason=reason)
         except OverrideRefused as err:

@@ -16,6 +16,7 @@ Unknown fields are ignored, as are fields another kind uses (`vendor` and
 
 from __future__ import annotations
 
+from mailmux.control import MAX_REASON
 from mailmux.ingress.openapi_common import (
     EPOCH,
     NULLABLE_NUMBER,
@@ -302,7 +303,10 @@ def _override_request() -> Schema:
                 {"type": "null"},
             ],
         },
-        "reason": {**NULLABLE_STRING, "description": "kept in the audit"},
+        "reason": {
+            "anyOf": [{"type": "string", "maxLength": MAX_REASON}, {"type": "null"}],
+            "description": "kept in the audit",
+        },
     }
     vendor = {
         "type": "string",
@@ -315,11 +319,13 @@ def _override_request() -> Schema:
             "type": "object",
             "required": ["kind", *required],
             "properties": {"kind": {"const": name.value}, **properties, **common},
+            "additionalProperties": False,
         }
 
     return {
         "description": "one change; it replaces the override of the same kind on the same "
-        "vendor (any pin replaces the pin). Unknown fields are ignored",
+        "vendor (any pin replaces the pin). A field its kind does not name is refused "
+        "(400 invalid_override)",
         "oneOf": [
             kind(
                 OverrideKind.WEIGHTS,
@@ -458,8 +464,9 @@ def admin_openapi_document() -> Schema:
                         "201": _VENDORS,
                         "400": answer(
                             error_body("invalid_json", "invalid_override"),
-                            "the body is not JSON (invalid_json) or not a JSON object "
-                            "(invalid_override)",
+                            "the body is not JSON (invalid_json), or not a JSON object, "
+                            "or has a field its kind does not name, or a reason that is not "
+                            f"a string of at most {MAX_REASON} characters (invalid_override)",
                         ),
                         **_GUARD,
                         "413": answer(
@@ -488,11 +495,15 @@ def admin_openapi_document() -> Schema:
                             "in": "query",
                             "required": False,
                             "description": "kept in the audit",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "maxLength": MAX_REASON},
                         },
                     ],
                     "responses": {
                         "200": _VENDORS,
+                        "400": answer(
+                            error_body("invalid_override"),
+                            f"the reason is longer than {MAX_REASON} characters",
+                        ),
                         **_GUARD,
                         "422": answer(
                             error_body("override_refused"),
