@@ -14,7 +14,7 @@ from mailmux.routing import Route
 from mailmux.warmup import (
     DailyUsage,
     WarmupSchedule,
-    capped,
+    caps_on,
     min_shares,
     schedules_from,
     utc_day,
@@ -170,6 +170,11 @@ def test_seed_adds_the_stored_counts_of_today_only() -> None:
 
 
 # ---------------------------------------------------------------- caps and min shares
+
+
+def capped(schedules: dict[str, WarmupSchedule], usage: DailyUsage, day: dt.date) -> frozenset[str]:
+    """The vendors a plan on `day` treats as capped (as `Capacity.capped` finds them)."""
+    return frozenset(usage.at_cap(caps_on(schedules, day)))
 
 
 def test_capped_counts_sent_and_in_flight_against_today_cap() -> None:

@@ -28,7 +28,14 @@ from mailmux.config_limits import RateLimit
 from mailmux.limiter import Limiter, limits_from
 from mailmux.routing import Route
 from mailmux.vendors.base import Outcome
-from mailmux.warmup import DailyUsage, WarmupSchedule, min_shares, schedules_from, warm_weights
+from mailmux.warmup import (
+    DailyUsage,
+    WarmupSchedule,
+    caps_on,
+    min_shares,
+    schedules_from,
+    warm_weights,
+)
 
 #: How long the weights `warm` raised are kept before today's shares are looked at again.
 SHARES_EVERY: Final = 1.0
@@ -162,8 +169,6 @@ class Capacity:
     def _caps_today(self) -> dict[str, int]:
         day = self.usage.today()
         if day != self._caps_day:
-            self._caps = {
-                v: cap for v, s in self._schedules.items() if (cap := s.cap(day)) is not None
-            }
+            self._caps = caps_on(self._schedules, day)
             self._caps_day = day
         return self._caps

@@ -193,16 +193,14 @@ class DailyUsage:
             self._unflushed[key] = self._unflushed.get(key, 0) + n
 
 
-def capped(
-    schedules: Mapping[str, WarmupSchedule], usage: DailyUsage, day: dt.date
-) -> frozenset[str]:
-    """Vendors whose warm-up cap for `day` is reached by sent + in-flight messages.
+def caps_on(schedules: Mapping[str, WarmupSchedule], day: dt.date) -> dict[str, int]:
+    """Each capped vendor's warm-up cap on `day` (vendors past their ramp have none).
 
-    The plan treats them like vendors at their rate limit: they get no first
-    picks, and are used only in panic or when no other vendor can take it.
+    A vendor whose sent + in-flight messages reach it (`DailyUsage.at_cap`) is
+    capped: the plan gives it no first picks and uses it only in panic or when
+    no other vendor can take the message.
     """
-    caps = {v: cap for v, s in schedules.items() if (cap := s.cap(day)) is not None}
-    return frozenset(usage.at_cap(caps))
+    return {v: cap for v, s in schedules.items() if (cap := s.cap(day)) is not None}
 
 
 def warm_weights(
