@@ -72,9 +72,7 @@ async def real_notices(tmp_path: Path) -> dict[NoticeKind, Notice]:
         rig.monotonic.advance(31)
         await rig.deliverer.submit(make_message())  # the probe to a succeeds
         control = Control((Route("a", 1), Route("b", 1)), store, lambda _: None, wall, board)
-        drain = build_overrides(
-            {"kind": "drain", "vendor": "a"}, now=wall(), who="admin_keys[0]", expires_in=None
-        )
+        drain = build_overrides({"kind": "drain", "vendor": "a"}, now=wall(), who="admin_keys[0]")
         await control.set(drain, who="admin_keys[0]", reason="a is <slow> & late")
         control.close()
     found = {notice.kind: notice for notice in board.recent()}

@@ -25,6 +25,7 @@ from mailmux.overrides import (
     effective_routes,
     merged,
     next_expiry,
+    parse_duration,
     shares,
 )
 from mailmux.routing import Route
@@ -254,15 +255,16 @@ def check_override_fields(body: Mapping[str, Any]) -> None:
         raise InvalidOverride(f"reason: at most {MAX_REASON} characters")
 
 
-def build_overrides(
-    body: dict[str, Any], *, now: float, who: str, expires_in: float | None
-) -> list[Override]:
-    """The overrides an admin request asks for (`kind`, `weights` or `vendor`, `hard`).
+def build_overrides(body: dict[str, Any], *, now: float, who: str) -> list[Override]:
+    """The overrides an admin request asks for (`kind`, `weights` or `vendor`, `hard`,
+    `for`, `reason`).
 
     Raises InvalidOverride as `check_override_fields` does, OverrideRefused for
     a value it cannot apply.
     """
     check_override_fields(body)
+    duration = body.get("for")
+    expires_in = None if duration is None else parse_duration(duration)
     try:
         kind = OverrideKind(str(body.get("kind")))
     except ValueError:

@@ -29,14 +29,13 @@ from mailmux.control import (
     Control,
     InvalidOverride,
     build_overrides,
-    check_override_fields,
 )
 from mailmux.explain import route_request
 from mailmux.ingress.clients import ClientKeys
 from mailmux.ingress.errors import error_response, json_response
 from mailmux.ingress.openapi_admin import ADMIN_OPENAPI
 from mailmux.message import InvalidMessage, Message
-from mailmux.overrides import OverrideRefused, parse_duration, shares
+from mailmux.overrides import OverrideRefused, shares
 from mailmux.reload import ReloadResult
 from mailmux.vendors.inbound import Credential
 
@@ -142,10 +141,7 @@ class AdminApi:
             return error_response(400, "invalid_override", "the body must be a JSON object")
         control = self.ctx.control
         try:
-            check_override_fields(body)
-            duration = body.get("for")
-            expires_in = None if duration is None else parse_duration(duration)
-            new = build_overrides(body, now=self.ctx.clock(), who=who, expires_in=expires_in)
+            new = build_overrides(body, now=self.ctx.clock(), who=who)
             await control.set(new, who=who, reason=str(body.get("reason") or ""))
         except InvalidOverride as err:
             return error_response(400, "invalid_override", str(err))
