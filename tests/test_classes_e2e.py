@@ -176,3 +176,29 @@ async def test_a_vendor_that_recovers_gets_the_backlog_at_once_not_after_its_bac
         assert found is not None and found[0].next_attempt_at is not None
         assert found[0].next_attempt_at >= found[0].created_at + 300
     assert sorted(received(mux, "a")) == ["probe", "w0", "w1", "w2"]
+
+
+async def test_an_otp_does_not_wait_behind_a_backlog_holding_the_vendors_connections(
+    tmp_path: Path,
+) -> None:
+    """Four connections and sixty retries at 300 ms each: in one line, the OTP would wait
+    about 60 / 4 * 0.3 = 4.5 s; the connection kept for urgent mail sends it at once."""
+    # The outage and the slowness are not the point here: nothing ejects the vendor.
+    health = {"consecutive_failures": 1000, "min_requests": 1000, "latency_p90_seconds": None}
+    async with node(tmp_path, {"a": 100}, extra={"a": {"pool_size": 4}}, health=health) as mux:
+        emulator = mux.emulators["a"]
+        emulator.set_faults(DOWN)
+        backlog = [(await post(mux, subject=f"b{n}", **{"class": "bulk"}))[1] for n in range(60)]
+        emulator.set_faults(Faults(latency_ms=300))
+
+        async def draining() -> bool:
+            return len(emulator.messages) >= 3
+
+        await eventually(draining, timeout=WAIT, what="the backlog to reach the vendor")
+        took, otp = await post(mux, subject="code", **{"class": "otp"})
+        in_line = 60 - len(emulator.messages)
+
+    assert {r["state"] for r in backlog} == {"queued"}
+    assert otp["state"] == "sent"
+    assert in_line > 40  # the backlog was still there, waiting for connections
+    assert took < 1.5  # its own 300 ms and mailmux's, not the line's 4.5 s

@@ -25,6 +25,7 @@ from mailmux.health import Admission, Ejected, Health, HealthEvent, ProbeAdmitte
 from mailmux.message import Message, from_payload, to_payload
 from mailmux.metrics import NO_METRICS, Recorder
 from mailmux.notices import Notice, NoticeBoard, NoticeKind
+from mailmux.pool_share import PoolShare
 from mailmux.receipts import Receipt, new_message_id
 from mailmux.routing import RandomSource, Route, plan
 from mailmux.spool.base import (
@@ -397,26 +398,35 @@ class Deliverer:
                 capacity.give_back(name)
                 result.carriable = True  # skipped, not asked: it might carry it later
                 continue
+            timeout = policy.vendor_timeouts.get(name, policy.attempt_timeout)
+            if cls.attempt_timeout is not None:
+                timeout = min(timeout, cls.attempt_timeout)
+            # What can wait holds only its share of the vendor's connections, so an urgent
+            # first attempt never queues behind it; waiting for a place is part of the attempt.
+            share = None if urgent else vendor.share
+            if share is not None and not await share.hold(_bounded(timeout, now, expiry, stop_by)):
+                capacity.give_back(name)
+                self.health.skip(name, admission)
+                result.carriable = True  # its share is busy, not the vendor failing: later
+                continue
             if before_send is not None:
                 try:
                     await before_send(name)
                 except BaseException:
                     capacity.give_back(name)
+                    if share is not None:
+                        share.release()
                     raise
-                now = self._wall()
-            timeout = policy.vendor_timeouts.get(name, policy.attempt_timeout)
-            if cls.attempt_timeout is not None:
-                timeout = min(timeout, cls.attempt_timeout)
-            if expiry is not None:
-                timeout = min(timeout, expiry - now)
-            if stop_by is not None:
-                if now >= stop_by:
-                    capacity.give_back(name)
-                    self.health.skip(name, admission)
-                    result.carriable = True  # not asked: the next retry will
-                    break
-                timeout = min(timeout, stop_by - now)
-            call = self._attempt(name, vendor, admission, message_id, message, timeout)
+            now = self._wall()
+            if stop_by is not None and now >= stop_by:
+                capacity.give_back(name)
+                self.health.skip(name, admission)
+                if share is not None:
+                    share.release()
+                result.carriable = True  # not asked: the next retry will
+                break
+            timeout = _bounded(timeout, now, expiry, stop_by)
+            call = self._attempt(name, vendor, admission, message_id, message, timeout, share)
             if running is not None:  # the hedge: both run, the first acceptance decides
                 second = (name, asyncio.ensure_future(call))
                 if await self._race(result, running, second, message_id, message, cls):
@@ -548,7 +558,9 @@ class Deliverer:
         message_id: str,
         message: Message,
         timeout: float,
+        share: PoolShare | None = None,
     ) -> tuple[AttemptResult, float]:
+        """Send once and record the outcome; `share`'s place, if one was held, is given back."""
         started = self._monotonic()
         try:
             attempt = await vendor.send(message, timeout, message_id)
@@ -557,6 +569,9 @@ class Deliverer:
                 "vendor %s raised instead of returning an outcome", name, extra={"vendor": name}
             )
             attempt = AttemptResult(Outcome.RETRIABLE, reason=f"internal error: {err!r}")
+        finally:
+            if share is not None:
+                share.release()
         latency = self._monotonic() - started
         self.capacity.settle(name, attempt.outcome, attempt.retry_after)
         if attempt.outcome is Outcome.RATE_LIMITED and attempt.retry_after is not None:
@@ -599,6 +614,15 @@ class Deliverer:
                 extra={"vendor": name, "outcome": attempt.outcome.value},
             )
         return attempt, latency
+
+
+def _bounded(timeout: float, now: float, expiry: float | None, stop_by: float | None) -> float:
+    """`timeout`, cut so that it ends by the message's deadline and this node's lease."""
+    if expiry is not None:
+        timeout = min(timeout, expiry - now)
+    if stop_by is not None:
+        timeout = min(timeout, stop_by - now)
+    return timeout
 
 
 def _health_notice(event: HealthEvent, wall: float, monotonic: float) -> Notice:

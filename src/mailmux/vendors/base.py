@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from mailmux import __version__
 from mailmux.message import Message, Original
+from mailmux.pool_share import PoolShare
 from mailmux.vendors.body import Body, StreamedBody
 
 #: Sent to every ESP: some (Resend) refuse requests without one.
@@ -226,6 +227,9 @@ class Vendor(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: The part of its connection pool that attempts which can wait may hold
+        #: (None: it keeps no pool, so nothing needs keeping back for urgent mail).
+        self.share: PoolShare | None = None
 
     @abstractmethod
     async def send(self, message: Message, timeout: float, message_id: str) -> AttemptResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailmux.config import VendorConfig
+from mailmux.pool_share import PoolShare
 from mailmux.vendors.base import AiohttpTransport, PoolSettings, Transport, Vendor
 from mailmux.vendors.brevo import BrevoVendor
 from mailmux.vendors.mailgun import MailgunVendor
@@ -97,7 +98,7 @@ SMTP_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 SMTP_POOL_SIZE = 4
 
 
-def _smtp(name: str, config: VendorConfig) -> Vendor:
+def _smtp(name: str, config: VendorConfig) -> SmtpVendor:
     tls = config.tls or "starttls"
     pool_size = config.pool_size if "pool_size" in config.model_fields_set else SMTP_POOL_SIZE
     if (config.username is None) != (config.password is None):
@@ -118,9 +119,13 @@ def build_vendor(name: str, config: VendorConfig) -> Vendor:
     if config.kind == "sandbox":
         return SandboxVendor(name)
     if config.kind == "smtp":
-        return _smtp(name, config)
+        smtp = _smtp(name, config)
+        smtp.share = PoolShare(smtp.pool_size)
+        return smtp
     build = _HTTP_KINDS.get(config.kind)
     if build is None:
         raise ValueError(f"vendors.{name}.kind: unknown kind {config.kind!r}")
     pool = PoolSettings(pool_size=config.pool_size, connect_timeout=config.connect_timeout)
-    return build(name, config, AiohttpTransport(pool))
+    vendor = build(name, config, AiohttpTransport(pool))
+    vendor.share = PoolShare(pool.pool_size)
+    return vendor
