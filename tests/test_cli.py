@@ -85,6 +85,15 @@ def test_serve_refuses_an_unavailable_store(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_names_a_spool_file_it_cannot_open(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-directory" / "mailmux.db"
+    result = mailmux("serve", cwd=tmp_path, env={"MAILMUX_STORE": f"sqlite:///{missing}"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"mailmux: cannot start: the spool file {missing}: unable to open database file"
+    )
+
+
 def test_send_to_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     result = mailmux(
         "send",

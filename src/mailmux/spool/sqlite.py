@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -502,6 +503,10 @@ class SqliteStore(Store):
             writer = await _off_loop(
                 loop, commit_thread, _open_writer, self._path, self._busy_timeout
             )
+        except sqlite3.Error as err:  # say which file: "unable to open database file" alone
+            commit_thread.shutdown()  # does not tell a missing directory from a typo
+            where = os.path.abspath(self._path)
+            raise sqlite3.OperationalError(f"the spool file {where}: {err}") from err
         except BaseException:
             commit_thread.shutdown()
             raise
