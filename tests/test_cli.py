@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from harness import MailmuxProcess, free_port
+
+from mailmux.spool.sqlite import SCHEMA_VERSION
 
 
 def mailmux(
@@ -91,6 +95,20 @@ def test_serve_names_a_spool_file_it_cannot_open(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"mailmux: cannot start: the spool file {missing}: unable to open database file"
+    )
+
+
+def test_serve_refuses_a_spool_written_by_a_newer_mailmux(tmp_path: Path) -> None:
+    spool_file = tmp_path / "mailmux.db"
+    with contextlib.closing(sqlite3.connect(spool_file)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.commit()
+    result = mailmux("serve", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"mailmux: cannot start: the spool file {spool_file}: its schema version "
+        f"{SCHEMA_VERSION + 1} was written by a newer mailmux (this one knows up to "
+        f"{SCHEMA_VERSION})"
     )
 
 

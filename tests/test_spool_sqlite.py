@@ -24,6 +24,7 @@ from mailmux.spool.base import (
     LeaseLost,
     MessageRecord,
     MessageState,
+    StoreUnavailable,
 )
 from mailmux.spool.sqlite import _LEASE, _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
@@ -659,7 +660,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     store = SqliteStore(str(path))
 
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StoreUnavailable, match="newer"):
         await store.open()
     await store.close()  # a failed open leaves nothing to stop
 

@@ -26,6 +26,7 @@ import orjson
 from mailmux.config import CONFIG_FILE, Config, ConfigError, load_config
 from mailmux.logs import LOG_FORMATS
 from mailmux.logs import configure as configure_logging
+from mailmux.spool.base import StoreUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The AUTH user of `send --smtp` without --user: a key from `api_keys` is taken with any name.
@@ -106,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(app))
-    except (OSError, sqlite3.Error) as err:  # port taken, unwritable spool file, ...
+    except (OSError, sqlite3.Error, StoreUnavailable) as err:  # port taken, bad spool file, ...
         raise CliError(f"cannot start: {err}") from err
     return EXIT_OK
 

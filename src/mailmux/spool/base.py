@@ -120,6 +120,11 @@ class LeaseLost(Exception):
     """The lease expired and another worker took the message; drop this copy's result."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be opened as it is (a file it cannot open, a schema written by a
+    newer mailmux): the node must not start, and the operator needs the reason in one line."""
+
+
 class Store(ABC):
     """Durable storage of messages, their events, and the spool."""
 

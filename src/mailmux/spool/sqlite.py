@@ -118,6 +118,7 @@ from mailmux.spool.base import (
     MessageRecord,
     MessageState,
     Store,
+    StoreUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,14 +348,15 @@ def _open_writer(path: str, busy_timeout: float) -> sqlite3.Connection:
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
-            raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
+            raise StoreUnavailable(f"SQLite refused WAL journal mode ({mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file create it once
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"spool schema version {version} is newer than this mailmux ({SCHEMA_VERSION})"
+                raise StoreUnavailable(
+                    f"its schema version {version} was written by a newer mailmux "
+                    f"(this one knows up to {SCHEMA_VERSION})"
                 )
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
@@ -503,10 +505,10 @@ class SqliteStore(Store):
             writer = await _off_loop(
                 loop, commit_thread, _open_writer, self._path, self._busy_timeout
             )
-        except sqlite3.Error as err:  # say which file: "unable to open database file" alone
-            commit_thread.shutdown()  # does not tell a missing directory from a typo
+        except (sqlite3.Error, StoreUnavailable) as err:  # say which file: "unable to open
+            commit_thread.shutdown()  # database file" alone tells no missing directory from a typo
             where = os.path.abspath(self._path)
-            raise sqlite3.OperationalError(f"the spool file {where}: {err}") from err
+            raise StoreUnavailable(f"the spool file {where}: {err}") from err
         except BaseException:
             commit_thread.shutdown()
             raise
