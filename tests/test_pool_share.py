@@ -193,3 +193,30 @@ async def test_a_share_busy_past_the_attempt_timeout_skips_the_vendor_without_bl
     assert len(busy.open) == 1
     busy.let_go()
     assert (await holder).state is MessageState.SENT
+
+
+async def test_an_attempt_cancelled_while_waiting_for_its_share_gives_its_capacity_back(
+    store: SqliteStore,
+) -> None:
+    busy = HeldVendor("a", pool_size=2)
+    rig = rig_of(store, busy)
+    holder = asyncio.ensure_future(rig.deliverer.submit(BULK))
+    await busy.until_open(1)
+    usage = rig.deliverer.capacity.usage
+    assert usage.reserved("a") == 1
+
+    waiter = asyncio.ensure_future(rig.deliverer.submit(BULK))
+    for _ in range(100):  # until it holds its unit of today and waits for a place
+        if usage.reserved("a") == 2:
+            break
+        await asyncio.sleep(0)
+    assert usage.reserved("a") == 2
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+    assert usage.reserved("a") == 1  # only the holder's attempt is in flight
+    assert busy.share is not None and busy.share.held == 1
+    busy.let_go()
+    assert (await holder).state is MessageState.SENT
+    assert usage.reserved("a") == 0

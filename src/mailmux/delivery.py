@@ -404,11 +404,17 @@ class Deliverer:
             # What can wait holds only its share of the vendor's connections, so an urgent
             # first attempt never queues behind it; waiting for a place is part of the attempt.
             share = None if urgent else vendor.share
-            if share is not None and not await share.hold(_bounded(timeout, now, expiry, stop_by)):
-                capacity.give_back(name)
-                self.health.skip(name, admission)
-                result.carriable = True  # its share is busy, not the vendor failing: later
-                continue
+            if share is not None:
+                try:
+                    held = await share.hold(_bounded(timeout, now, expiry, stop_by))
+                except BaseException:  # cancelled while waiting: nothing was held
+                    capacity.give_back(name)
+                    raise
+                if not held:
+                    capacity.give_back(name)
+                    self.health.skip(name, admission)
+                    result.carriable = True  # its share is busy, not the vendor failing: later
+                    continue
             if before_send is not None:
                 try:
                     await before_send(name)
@@ -417,7 +423,8 @@ class Deliverer:
                     if share is not None:
                         share.release()
                     raise
-            now = self._wall()
+            if share is not None or before_send is not None:
+                now = self._wall()  # time may have passed while waiting
             if stop_by is not None and now >= stop_by:
                 capacity.give_back(name)
                 self.health.skip(name, admission)
