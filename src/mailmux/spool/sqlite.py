@@ -505,8 +505,10 @@ class SqliteStore(Store):
             writer = await _off_loop(
                 loop, commit_thread, _open_writer, self._path, self._busy_timeout
             )
-        except (sqlite3.Error, StoreUnavailable) as err:  # say which file: "unable to open
-            commit_thread.shutdown()  # database file" alone tells no missing directory from a typo
+        except (sqlite3.Error, StoreUnavailable) as err:
+            commit_thread.shutdown()
+            # Name the file: "unable to open database file" alone tells no missing
+            # directory from a typo.
             where = os.path.abspath(self._path)
             raise StoreUnavailable(f"the spool file {where}: {err}") from err
         except BaseException:
