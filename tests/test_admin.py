@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from server_kit import running
 
 from mailmux import cli
 from mailmux.app import App
@@ -39,16 +39,6 @@ def config(tmp_path: Path, **sections: Any) -> Config:
             **sections,
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running(cfg: Config) -> AsyncIterator[App]:
-    app = App(cfg)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 def url(app: App) -> str:

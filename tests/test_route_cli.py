@@ -8,13 +8,12 @@ a class that allows only a and b, and three rules; the CLI runs on a thread
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from server_kit import running
 
 from mailmux import cli
 from mailmux.app import App
@@ -53,16 +52,6 @@ def config(tmp_path: Path) -> Config:
     )
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path) -> AsyncIterator[App]:
-    app = App(config(tmp_path))
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
 async def mailmux(app: App, *args: str) -> int:
     """`mailmux <args> --url ... --admin-key ...` on a thread, so this loop keeps serving."""
     url = f"http://127.0.0.1:{app.port}"
@@ -83,7 +72,7 @@ async def post_route(app: App, body: Any, key: str | None = ADMIN_KEY) -> tuple[
 async def test_route_explains_the_class_rule_the_vendor_rule_and_the_order(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with running(tmp_path) as app:
+    async with running(config(tmp_path)) as app:
         code = await mailmux(
             app, "route", "--from", "app@shop.example", "--to", "x@gmail.com", "--tag", "reset"
         )
@@ -101,7 +90,7 @@ async def test_route_explains_the_class_rule_the_vendor_rule_and_the_order(
 async def test_route_shows_the_operator_drain_over_the_rules(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with running(tmp_path) as app:
+    async with running(config(tmp_path)) as app:
         assert await mailmux(app, "drain", "a") == 0
         capsys.readouterr()
         code = await mailmux(app, "route", "--from", "app@shop.example", "--to", "x@yahoo.com")
@@ -120,7 +109,7 @@ async def test_route_shows_the_operator_drain_over_the_rules(
 
 
 async def test_the_admin_api_explains_a_client_rule_and_an_unknown_class(tmp_path: Path) -> None:
-    async with running(tmp_path) as app:
+    async with running(config(tmp_path)) as app:
         status, bulk = await post_route(
             app,
             {"from": "a@shop.example", "to": ["x@example.org"], "class": "bulk", "client": "shop"},
@@ -146,7 +135,7 @@ async def test_the_admin_api_explains_a_client_rule_and_an_unknown_class(tmp_pat
 async def test_a_bad_request_is_refused_with_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with running(tmp_path) as app:
+    async with running(config(tmp_path)) as app:
         status, answer = await post_route(app, {"to": ["not an address"], "colour": 1})
         unauthorized, _ = await post_route(app, {"from": "a@b.example", "to": "c@d.example"}, None)
         code = await mailmux(app, "route", "--from", "nobody", "--to", "x@example.org")

@@ -7,15 +7,14 @@ run of the node (or another node) would have left them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from server_kit import running
 
 from mailmux import cli
 from mailmux.app import App
@@ -63,16 +62,6 @@ async def seed(tmp_path: Path, counts: dict[str, int], day: dt.date) -> None:
         await store.add_usage({(vendor, day.isoformat()): n for vendor, n in counts.items()})
     finally:
         await store.close()
-
-
-@contextlib.asynccontextmanager
-async def running(cfg: Config) -> AsyncIterator[App]:
-    app = App(cfg)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 async def mailmux(app: App, *args: str) -> int:
