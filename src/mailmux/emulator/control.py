@@ -89,11 +89,15 @@ class MessageStore:
     def accepted_total(self) -> int:
         return self._accepted_total
 
-    def add(self, message_id: str, received: Received) -> None:
-        """Store one accepted message, received now (the oldest drops out when full)."""
-        self._messages.append(
-            StoredMessage(message_id, time.time(), received.headers, received.body)
-        )
+    def add(self, message_id: str, received: Received, arrived_at: float | None = None) -> None:
+        """Store one accepted message (the oldest drops out when full).
+
+        `arrived_at` is when its request came in (default: now). It is what a
+        vendor's rate limit counts, so an injected latency, or this loop's
+        timers firing late under load, must not move it.
+        """
+        at = time.time() if arrived_at is None else arrived_at
+        self._messages.append(StoredMessage(message_id, at, received.headers, received.body))
         self._accepted_total += 1
 
     def clear(self) -> None:

@@ -25,6 +25,7 @@ import itertools
 import random
 import secrets
 import socket
+import time
 
 from aiohttp import web
 
@@ -167,6 +168,7 @@ class Emulator(ControlledEmulator):
     # -- the ESP API (hot path) --------------------------------------------
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        arrived_at = time.time()
         faults = self._fault_control.faults
         if faults.per_request and not faults.accept:
             injected = await self._inject(request)
@@ -176,7 +178,7 @@ class Emulator(ControlledEmulator):
         if not isinstance(received, Received):
             return received
         message_id = f"{self._id_prefix}{next(self._ids):07x}"
-        self._store.add(message_id, received)
+        self._store.add(message_id, received, arrived_at)
         if faults.per_request and faults.accept:  # taken; now the answer goes wrong
             injected = await self._inject(request)
             if injected is not None:
